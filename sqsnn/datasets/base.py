@@ -1,0 +1,226 @@
+"""The :class:`Dataset` container, :class:`DatasetError`, and the split / subset rules every loader shares.
+
+Order of operations for every dataset (so that subsets are always subsets of the full split):
+
+1. the dataset's fixed train/test split (its own file split, or a seeded stratified split);
+2. ``classes``: keep those labels, relabelled ``0..k-1`` in the order given;
+3. ``limit_train`` / ``limit_test``: a seeded (seed 0) stratified subset of each side.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import Tensor
+
+from sqsnn.encoders import DATA_KINDS, DataKind
+
+DATA_DIR_ENV = "SQSNN_DATA_DIR"
+SUBSET_SEED = 0
+
+IntArray = npt.NDArray[np.int64]
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be loaded: files missing or corrupt, or an invalid option."""
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A labelled train/test split, ready for encoding.
+
+    Attributes:
+        name: registry name (``"digits"``, ``"mnist"``, ...).
+        x_train: float64; ``(N, D)`` intensities in [0, 1] when ``kind == "static"``, ``(N, T, D)`` 0/1
+            event frames when ``kind == "frames"``. ``D = H * W`` pixels in row-major order.
+        y_train: ``(N,)`` int64 labels in ``0..n_classes-1``.
+        x_test, y_test: the same for the test side.
+        n_classes: number of classes.
+        kind: ``"static"`` or ``"frames"``.
+        image_shape: ``(H, W)``.
+    """
+
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    n_classes: int
+    kind: DataKind
+    image_shape: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        if self.kind not in DATA_KINDS:
+            raise ValueError(f"Dataset kind must be one of {DATA_KINDS}, got {self.kind!r}")
+        ndim = 2 if self.kind == "static" else 3
+        h, w = self.image_shape
+        for side, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
+            if x.dim() != ndim or x.shape[-1] != h * w:
+                want = "(N, D)" if ndim == 2 else "(N, T, D)"
+                raise ValueError(
+                    f"x_{side} must have shape {want} with D = {h}*{w} for kind {self.kind!r}, "
+                    f"got {tuple(x.shape)}"
+                )
+            if not x.is_floating_point():
+                raise ValueError(f"x_{side} must be floating point, got {x.dtype}")
+            if y.dim() != 1 or y.dtype != torch.int64 or y.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"y_{side} must be an int64 vector with one label per sample ({x.shape[0]}), "
+                    f"got {y.dtype} {tuple(y.shape)}"
+                )
+            if y.numel() and (y.min() < 0 or y.max() >= self.n_classes):
+                raise ValueError(f"y_{side} labels must lie in 0..{self.n_classes - 1}")
+
+    @property
+    def n_features(self) -> int:
+        """Input channels per time step, ``D = H * W``."""
+        return self.image_shape[0] * self.image_shape[1]
+
+
+def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
+    """``data_dir`` if given, else the ``SQSNN_DATA_DIR`` environment variable, else ``None``."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    env = os.environ.get(DATA_DIR_ENV)
+    return Path(env).expanduser() if env else None
+
+
+def candidate_dirs(root: Path, name: str) -> list[Path]:
+    """Directories searched for a dataset's files: ``<root>/<name>`` then ``<root>`` itself."""
+    return [root / name, root]
+
+
+def pointing_hint() -> str:
+    """How a user tells sqsnn where the data lives."""
+    return (
+        f"Point sqsnn at the directory holding the files with --data-dir DIR (load_dataset(..., "
+        f"data_dir=DIR)) or the {DATA_DIR_ENV} environment variable; a subdirectory named like the "
+        f"dataset is searched too. Nothing is downloaded."
+    )
+
+
+def stratified_split(y: IntArray, test_size: int | float, seed: int) -> tuple[IntArray, IntArray]:
+    """Indices ``(train, test)`` of a seeded stratified split (sklearn ``train_test_split``)."""
+    from sklearn.model_selection import train_test_split
+
+    train, test = train_test_split(np.arange(len(y)), test_size=test_size, stratify=y, random_state=seed)
+    return np.asarray(train, dtype=np.int64), np.asarray(test, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The user's ``classes`` / ``limit_train`` / ``limit_test`` choices, validated."""
+
+    classes: tuple[int, ...] | None
+    limit_train: int | None
+    limit_test: int | None
+
+    @classmethod
+    def create(
+        cls, classes: Sequence[int] | None, limit_train: int | None, limit_test: int | None
+    ) -> Selection:
+        if classes is not None:
+            picked = tuple(classes)
+            if len(picked) < 2 or any(
+                isinstance(c, bool) or not isinstance(c, int | np.integer) for c in picked
+            ):
+                raise DatasetError(f"classes must list at least two integer labels, got {classes!r}")
+            if len(set(picked)) != len(picked):
+                raise DatasetError(f"classes must not repeat a label, got {list(picked)}")
+            classes = tuple(int(c) for c in picked)
+        for arg, value in (("limit_train", limit_train), ("limit_test", limit_test)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise DatasetError(f"{arg} must be a positive integer or None, got {value!r}")
+        return cls(classes, limit_train, limit_test)
+
+    def n_classes(self, total: int) -> int:
+        """Number of classes after selection, checking that every chosen label exists."""
+        if self.classes is None:
+            return total
+        bad = [c for c in self.classes if not 0 <= c < total]
+        if bad:
+            raise DatasetError(f"classes {bad} do not exist: labels run from 0 to {total - 1}")
+        return len(self.classes)
+
+    def apply(self, y: IntArray, total: int, limit: int | None, side: str) -> tuple[IntArray, IntArray]:
+        """Pick samples of one side: returns ``(indices into y, new labels)``.
+
+        ``total`` is the number of classes before selection; ``limit`` this side's limit.
+        """
+        n_classes = self.n_classes(total)
+        index = np.arange(len(y), dtype=np.int64)
+        labels = y.astype(np.int64)
+        if self.classes is not None:
+            relabel = np.full(total, -1, dtype=np.int64)
+            relabel[list(self.classes)] = np.arange(n_classes)
+            labels = relabel[labels]
+            index = index[labels >= 0]
+            labels = labels[labels >= 0]
+        if limit is not None and limit < len(index):
+            present = len(np.unique(labels))
+            if limit < present:
+                raise DatasetError(
+                    f"limit_{side}={limit} is smaller than the number of classes present ({present}); "
+                    f"a stratified subset needs at least one sample per class"
+                )
+            from sklearn.model_selection import train_test_split
+
+            keep, _ = train_test_split(
+                np.arange(len(index)), train_size=limit, stratify=labels, random_state=SUBSET_SEED
+            )
+            keep = np.sort(np.asarray(keep, dtype=np.int64))
+            index, labels = index[keep], labels[keep]
+        return index, labels
+
+
+def to_dataset(
+    name: str,
+    kind: DataKind,
+    image_shape: tuple[int, int],
+    n_classes: int,
+    train: tuple[npt.NDArray[np.number], IntArray],
+    test: tuple[npt.NDArray[np.number], IntArray],
+) -> Dataset:
+    """Wrap numpy arrays (already selected) into a float64 / int64 :class:`Dataset`."""
+    return Dataset(
+        name=name,
+        x_train=torch.from_numpy(np.ascontiguousarray(train[0], dtype=np.float64)),
+        y_train=torch.from_numpy(np.ascontiguousarray(train[1], dtype=np.int64)),
+        x_test=torch.from_numpy(np.ascontiguousarray(test[0], dtype=np.float64)),
+        y_test=torch.from_numpy(np.ascontiguousarray(test[1], dtype=np.int64)),
+        n_classes=n_classes,
+        kind=kind,
+        image_shape=image_shape,
+    )
+
+
+def select_arrays(
+    name: str,
+    image_shape: tuple[int, int],
+    total: int,
+    selection: Selection,
+    train: tuple[npt.NDArray[np.number], IntArray],
+    test: tuple[npt.NDArray[np.number], IntArray],
+    divisor: float,
+) -> Dataset:
+    """Apply ``selection`` to in-memory ``(N, D)`` train/test arrays of a static dataset.
+
+    ``total`` is the number of classes before selection; pixel values are divided by ``divisor`` (after
+    selection, so only the kept samples are converted to float64).
+    """
+    i_train, y_train = selection.apply(train[1], total, selection.limit_train, "train")
+    i_test, y_test = selection.apply(test[1], total, selection.limit_test, "test")
+    return to_dataset(
+        name,
+        "static",
+        image_shape,
+        selection.n_classes(total),
+        (train[0][i_train] / divisor, y_train),
+        (test[0][i_test] / divisor, y_test),
+    )
