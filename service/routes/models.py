@@ -1,0 +1,70 @@
+"""/v1/models: trained models, their configuration and metrics, and the weights file."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.deps import OwnerDep, SessionDep
+from service.errors import not_found
+from service.pagination import encode_cursor, page
+from service.schemas import ModelOut, ModelPage
+from workers.artifacts import ArtifactCorrupted, verified
+from workers.models import Model
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+NOT_FOUND = {404: {"description": "no such model for this API key's owner"}}
+
+
+def _owned_model(session: Session, owner: str, model_id: str) -> Model:
+    model = session.get(Model, model_id)
+    if model is None or model.owner != owner:
+        not_found("model")
+    return model
+
+
+@router.get("")
+def list_models(
+    session: SessionDep,
+    owner: OwnerDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> ModelPage:
+    """The owner's models, newest first."""
+    rows = list(session.scalars(page(select(Model).where(Model.owner == owner), Model, cursor, limit)))
+    nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    return ModelPage(items=[ModelOut.model_validate(m) for m in rows[:limit]], next_cursor=nxt)
+
+
+@router.get("/{model_id}", responses=NOT_FOUND)
+def get_model(model_id: str, session: SessionDep, owner: OwnerDep) -> ModelOut:
+    """One model: network configuration, training metrics, file checksum."""
+    return ModelOut.model_validate(_owned_model(session, owner, model_id))
+
+
+@router.get(
+    "/{model_id}/checkpoint",
+    response_class=FileResponse,
+    responses={
+        **NOT_FOUND,
+        200: {"content": {"application/octet-stream": {}}, "description": "torch file of the model"},
+        500: {"description": "the stored file no longer matches its checksum"},
+    },
+)
+def download_checkpoint(model_id: str, session: SessionDep, owner: OwnerDep) -> FileResponse:
+    """The model's weights file (``SQSNetwork.load`` reads it); ``X-Checksum-SHA256`` carries its sha256."""
+    model = _owned_model(session, owner, model_id)
+    try:
+        path = verified(model.path, model.sha256)
+    except ArtifactCorrupted as exc:
+        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, str(exc)) from exc
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        filename=f"sqsnn-model-{model.id}.pt",
+        headers={"X-Checksum-SHA256": model.sha256, "ETag": f'"{model.sha256}"'},
+    )

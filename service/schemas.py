@@ -1,0 +1,123 @@
+"""API response schemas (requests are the job specs in ``workers.specs``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workers.models import JobState
+
+
+class Out(BaseModel):
+    """Base of response models, readable from ORM rows."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class EpochOut(Out):
+    """Metrics of one finished epoch."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    test_accuracy: float
+    spike_rates: list[float]
+    seconds: float
+
+
+class HardwareOut(Out):
+    """One provider job submitted for this job (never any credential)."""
+
+    provider: str
+    backend: str
+    provider_job_id: str | None
+    session_id: str | None
+    status: str
+    provider_state: str | None
+    shots: int
+    usage_seconds: float | None
+    cost_usd: float | None
+    created_at: datetime
+
+
+class JobOut(Out):
+    """A job: state of record, progress and metrics so far."""
+
+    id: str
+    kind: Literal["train", "infer"]
+    state: JobState
+    substate: str | None
+    provider_state: str | None
+    progress: float = Field(description="fraction done, 0..1")
+    backend: str = Field(description="backend requested")
+    backend_used: str | None
+    queue: str
+    spec: dict[str, Any]
+    idempotency_key: str | None
+    cancel_requested: bool
+    attempts: int
+    shots: int
+    cost_usd: float
+    failure_reason: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    epochs: list[EpochOut]
+    hardware: list[HardwareOut] = Field(validation_alias="submissions")
+
+
+class JobPage(BaseModel):
+    """One page of jobs, newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
+
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class JobResult(BaseModel):
+    """The result of a succeeded job."""
+
+    job_id: str
+    kind: Literal["train", "infer"]
+    result: dict[str, Any]
+
+
+class ModelOut(Out):
+    """A trained model."""
+
+    id: str
+    name: str | None
+    job_id: str | None
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    test_accuracy: float | None
+    sha256: str
+    size_bytes: int
+    created_at: datetime
+
+
+class ModelPage(BaseModel):
+    """One page of models, newest first."""
+
+    items: list[ModelOut]
+    next_cursor: str | None
+
+
+class BackendOut(BaseModel):
+    """A backend of the registry: what it can do, whether it is usable now, whether credentials are set."""
+
+    name: str
+    kind: Literal["simulator", "hardware"]
+    queue: str
+    capabilities: dict[str, Any]
+    availability: dict[str, Any]
+    credentials_configured: bool
+
+
+class Health(BaseModel):
+    """Liveness / readiness answer."""
+
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,85 @@
+"""Runtime settings shared by the API and the workers (environment variables prefixed ``SQSNN_``).
+
+With neither ``SQSNN_DATABASE_URL`` nor ``SQSNN_BROKER_URL`` set the service runs *embedded*: SQLite
+and Celery's file-system broker under ``SQSNN_HOME``. In deployment both point at PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET = "change-me-development-only"
+
+Environment = Literal["development", "test", "production"]
+
+
+class Settings(BaseSettings):
+    """Service configuration. Durations are in seconds."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SQSNN_", env_file=".env", extra="ignore", secrets_dir=None, frozen=True
+    )
+
+    environment: Environment = "development"
+    home: Path = Field(default_factory=lambda: Path.home() / ".sqsnn")
+    database_url: str | None = None
+    broker_url: str | None = None
+    redis_url: str | None = None
+    secret_key: SecretStr = SecretStr(DEFAULT_SECRET)
+    max_active_jobs: int = Field(4, ge=1)
+    visibility_timeout_s: int = Field(7200, ge=1)
+    lease_s: float = Field(60.0, gt=0)
+    hardware_poll_interval_s: float = Field(30.0, gt=0)
+    reaper_interval_s: float = Field(30.0, gt=0)
+    cancel_poll_s: float = Field(0.5, gt=0)
+    progress_interval_s: float = Field(0.5, ge=0)
+    task_max_retries: int = Field(5, ge=0)
+
+    @model_validator(mode="after")
+    def _refuse_default_secret(self) -> Settings:
+        if self.environment != "development" and self.secret_key.get_secret_value() == DEFAULT_SECRET:
+            raise ValueError(
+                f"SQSNN_SECRET_KEY must be set when SQSNN_ENVIRONMENT={self.environment}; "
+                "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when no external database or broker is configured."""
+        return self.database_url is None and self.broker_url is None
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL actually used (SQLite under ``home`` when embedded)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'sqsnn.db'}"
+
+    @property
+    def celery_broker_url(self) -> str:
+        """The broker URL actually used (``filesystem://`` when none is configured)."""
+        return self.broker_url or "filesystem://"
+
+    @property
+    def pubsub_url(self) -> str | None:
+        """Redis URL for live progress; falls back to the broker when it is Redis, else None."""
+        if self.redis_url:
+            return self.redis_url
+        if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return None
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Directory holding model files and checkpoints."""
+        return self.home / "artifacts"
+
+    @property
+    def broker_dir(self) -> Path:
+        """Directory of the embedded file-system broker."""
+        return self.home / "broker"

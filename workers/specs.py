@@ -1,0 +1,151 @@
+"""Job specifications (pydantic v2, unknown keys rejected). The API accepts them; the workers run them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DatasetName = Literal["digits", "mnist-5k", "mnist", "fmnist", "kmnist", "mnist-dvs"]
+BackendName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[a-z][a-z0-9-]*(:[A-Za-z0-9_.:/-]+)?$",
+        description="Backend registry entry, e.g. `exact`, `aer`, `ibm-local:<fake>`, `braket-local:sv`",
+    ),
+]
+
+
+class StrictModel(BaseModel):
+    """Base model that rejects unknown fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelShape(StrictModel):
+    """Network shape: hidden layer sizes between the dataset's input size and its class count."""
+
+    hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [1000], max_length=8)
+    mode: Literal["quantum", "memoryless", "official"] = "quantum"
+    bias: bool = False
+    direct: bool = False
+    surrogate: Literal["sigmoid", "straight-through"] = "sigmoid"
+
+
+class DatasetSpec(StrictModel):
+    """Which embedded dataset to train and test on, optionally restricted to classes and limited in size."""
+
+    name: DatasetName
+    classes: list[Annotated[int, Field(ge=0, le=9)]] | None = Field(None, min_length=2, max_length=10)
+    limit_train: int | None = Field(None, ge=1, le=1_000_000)
+    limit_test: int | None = Field(None, ge=1, le=1_000_000)
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("classes must be distinct")
+        return v
+
+
+class EncoderSpec(StrictModel):
+    """Rate encoding: T time steps, spike probability min(intensity, p_max) per step (frames ignore p_max)."""
+
+    T: int = Field(5, ge=1, le=1000)
+    p_max: float = Field(0.5, gt=0.0, le=1.0)
+
+
+class TrainingSpec(StrictModel):
+    """Training method and hyper-parameters. ``estimator`` applies to the local rule only."""
+
+    method: Literal["bptt", "local"] = "bptt"
+    estimator: Literal["exact", "parameter-shift", "spsa", "chain", "official"] | None = None
+    epochs: int = Field(5, ge=1, le=1000)
+    batch_size: int = Field(64, ge=1, le=4096)
+    lr: float = Field(2e-3, gt=0.0, le=10.0)
+    loss: Literal["counts", "probs"] = "counts"
+
+    @model_validator(mode="after")
+    def _estimator_needs_local(self) -> TrainingSpec:
+        if self.method == "bptt" and self.estimator is not None:
+            raise ValueError("estimator applies only to method 'local' (BPTT uses surrogate gradients)")
+        return self
+
+
+class BudgetSpec(StrictModel):
+    """Upper bounds on hardware use; the job fails rather than exceed them."""
+
+    max_shots: int | None = Field(None, ge=1)
+    max_cost_usd: float | None = Field(None, ge=0.0)
+
+
+class TrainJobSpec(StrictModel):
+    """A training job."""
+
+    kind: Literal["train"]
+    name: str | None = Field(None, max_length=100)
+    model: ModelShape = Field(default_factory=ModelShape)
+    dataset: DatasetSpec
+    encoder: EncoderSpec = Field(default_factory=EncoderSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    backend: BackendName = "exact"
+    fallback: list[BackendName] = Field(default_factory=list, max_length=8)
+    budget: BudgetSpec | None = None
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+
+
+class ImageInputs(StrictModel):
+    """Images given inline: each a flat list of D intensities in [0, 1] (row-major H x W)."""
+
+    source: Literal["images"]
+    images: list[list[Annotated[float, Field(ge=0.0, le=1.0)]]] = Field(min_length=1, max_length=10_000)
+    labels: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ImageInputs:
+        widths = {len(row) for row in self.images}
+        if len(widths) != 1 or 0 in widths:
+            raise ValueError("images must all have the same, non-zero length")
+        if self.labels is not None and len(self.labels) != len(self.images):
+            raise ValueError("labels must have one entry per image")
+        return self
+
+
+class DatasetSlice(StrictModel):
+    """Samples ``start:stop`` of a dataset split."""
+
+    source: Literal["dataset"]
+    name: DatasetName
+    split: Literal["train", "test"] = "test"
+    start: int = Field(0, ge=0)
+    stop: int = Field(ge=1)
+    classes: list[Annotated[int, Field(ge=0, le=9)]] | None = Field(None, min_length=2, max_length=10)
+
+    @model_validator(mode="after")
+    def _range(self) -> DatasetSlice:
+        if self.stop <= self.start:
+            raise ValueError("stop must be greater than start")
+        if self.stop - self.start > 10_000:
+            raise ValueError("a slice holds at most 10000 samples")
+        return self
+
+
+class InferJobSpec(StrictModel):
+    """An inference job: run a stored model on inputs and return predictions and spike trains."""
+
+    kind: Literal["infer"]
+    model_id: uuid.UUID
+    inputs: Annotated[ImageInputs | DatasetSlice, Field(discriminator="source")]
+    encoder: EncoderSpec | None = Field(
+        None, description="defaults to the encoder the model was trained with"
+    )
+    backend: BackendName = "exact"
+    fallback: list[BackendName] = Field(default_factory=list, max_length=8)
+    budget: BudgetSpec | None = None
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+
+
+JobSpec = Annotated[TrainJobSpec | InferJobSpec, Field(discriminator="kind")]
