@@ -1,0 +1,189 @@
+"""The one backend interface, its result types, job states and errors.
+
+Every backend (``exact``, ``aer``, ``aer-noisy:<fake>``, ``ibm:<backend>``, ``ibm-local:<fake>``,
+``braket-local:sv|dm``, ``braket:<arn>``) implements :class:`Backend`. Execution is split into
+``submit`` (returns a :class:`SubmittedJob` holding provider job ids and everything needed to decode) and
+``poll`` / ``fetch``, so a caller never has to block on a QPU queue; ``run_layer`` is submit + fetch.
+
+Shapes: currents ``z`` are ``(T, B, n)``; angles ``(3, n)`` (rows ent, mem, in; radians), or
+``(3, B, n)`` for one set per sample (parameter-shifted variants). ``LayerResult.spikes`` is
+``(T, B, S, n)`` float64 0/1 for S shots per sample.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+FallbackPolicy = Literal["none", "aer", "exact"]
+CircuitMode = Literal["quantum", "memoryless", "official"]
+
+# One explicit mapping from every provider's job/task state (IBM Runtime strings, the qiskit JobStatus
+# enum names of local mode, Braket task states) to ours.
+PROVIDER_STATES: dict[str, JobState] = {
+    "INITIALIZING": "queued",
+    "QUEUED": "queued",
+    "VALIDATING": "queued",
+    "CREATED": "queued",
+    "RUNNING": "running",
+    "CANCELLING": "running",
+    "DONE": "done",
+    "COMPLETED": "done",
+    "ERROR": "failed",
+    "FAILED": "failed",
+    "CANCELLED": "cancelled",
+}
+
+
+def normalise_state(raw: object) -> JobState:
+    """Map a provider state (string or enum with ``.name``) to :data:`JobState`."""
+    key = str(getattr(raw, "name", raw)).upper()
+    try:
+        return PROVIDER_STATES[key]
+    except KeyError:
+        raise ValueError(f"unknown provider job state {raw!r}") from None
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot be reached now (no credentials, offline, quota)."""
+
+
+class BackendRefused(ValueError):
+    """The backend cannot run this layer as requested; the message names the failed capability/limit."""
+
+
+class BudgetExceeded(ValueError):
+    """The estimate of a job exceeds its budget; the message names the limit."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do. ``readable_mid_circuit``: mid-circuit results are returned (else the
+    deferred layout is used); ``min_shots``/``max_shots``: per task/PUB; ``max_qubits``: device width."""
+
+    provider: str
+    mid_circuit_measurement: bool
+    reset: bool
+    readable_mid_circuit: bool
+    hardware: bool
+    noisy: bool
+    parameter_batches: bool
+    modes: tuple[str, ...]
+    max_qubits: int | None = None
+    min_shots: int = 1
+    max_shots: int | None = None
+
+
+@dataclass(frozen=True)
+class Availability:
+    available: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class LayerEstimate:
+    """Resources of running one layer: ``circuits`` distinct circuits, ``pubs`` PUBs/tasks, ``jobs``
+    provider jobs, ``shots`` total shots over all PUBs/tasks, ``cost_usd`` where a public price applies."""
+
+    backend: str
+    neurons: int
+    steps: int
+    batch: int
+    shots_per_sample: int
+    qubits_per_circuit: int
+    circuits: int
+    pubs: int
+    jobs: int
+    shots: int
+    cost_usd: float | None = None
+    price_note: str = ""
+
+
+@dataclass(frozen=True)
+class FallbackRecord:
+    """A fallback that happened: what was requested, what ran instead and why."""
+
+    requested: str
+    used: str
+    reason: str
+
+
+@dataclass
+class SubmittedJob:
+    """A submission: provider job ids plus what is needed to decode the result later."""
+
+    backend: str
+    job_ids: list[str]
+    neurons: int
+    steps: int
+    batch: int
+    shots: int
+    chunks: list[tuple[int, int]]
+    layout: str
+    qubits_per_circuit: int
+    calibration: dict[str, Any] | None = None
+    submitted_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    local_key: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass
+class LayerResult:
+    """Spikes ``(T, B, S, n)`` of one layer and the record of how they were produced."""
+
+    spikes: np.ndarray
+    backend: str
+    job_ids: list[str]
+    circuits: int
+    jobs: int
+    shots: int
+    qubits_per_circuit: int
+    wall_s: float = 0.0
+    calibration: dict[str, Any] | None = None
+    fallback: FallbackRecord | None = None
+
+    @property
+    def single_shot(self) -> np.ndarray:
+        """Spikes ``(T, B, n)`` of the first shot of every sample."""
+        return self.spikes[:, :, 0, :]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The one interface every backend implements."""
+
+    name: str
+
+    def capabilities(self) -> Capabilities: ...
+
+    def availability(self) -> Availability: ...
+
+    def estimate(self, neurons: int, steps: int, batch: int, shots: int = 1) -> LayerEstimate: ...
+
+    def submit(
+        self,
+        z: np.ndarray,
+        angles: np.ndarray,
+        *,
+        shots: int = 1,
+        mode: CircuitMode = "quantum",
+        seed: int | None = None,
+    ) -> SubmittedJob: ...
+
+    def poll(self, job: SubmittedJob) -> JobState: ...
+
+    def fetch(self, job: SubmittedJob) -> LayerResult: ...
+
+    def run_layer(
+        self,
+        z: np.ndarray,
+        angles: Any,
+        *,
+        shots: int = 1,
+        mode: CircuitMode = "quantum",
+        seed: int | None = None,
+    ) -> LayerResult: ...
