@@ -1,0 +1,61 @@
+# sqsnn developer commands. Every target works on a fresh machine: the first one builds .venv.
+#   make demo      train the demo model on the embedded digits dataset
+#   make test      lint (ruff, ruff format --check, mypy) then the whole pytest suite
+#   make lint | fmt | bench | services
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+TEST_TIMEOUT ?= 300
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test lint fmt bench services
+
+help:
+	@echo "make demo      train the demo model (digits, 128 hidden SQS neurons, 5 epochs, quantum memory)"
+	@echo "make test      lint, then run the test suite (TEST_TIMEOUT=$(TEST_TIMEOUT) s per test)"
+	@echo "make lint      ruff check, ruff format --check, mypy"
+	@echo "make fmt       ruff format and ruff check --fix"
+	@echo "make bench     run every bench/*.py script"
+	@echo "make services  start PostgreSQL and Redis if they are not answering"
+
+# torch first, pinned: the CPU wheel lies on disk; an unpinned torch would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install torch==2.13.0
+	$(BIN)/python -m pip install -e ".[all,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/sqsnn train --dataset digits --hidden 128 --epochs 5 --mode quantum
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest tests -p no:cacheprovider --timeout=$(TEST_TIMEOUT) $(PYTEST_ARGS)
+
+fmt: $(VENV)/.installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(VENV)/.installed
+	@set -e; for script in bench/*.py; do \
+		[ -e "$$script" ] || { echo "no bench/*.py scripts"; break; }; \
+		echo "== $$script"; $(BIN)/python "$$script"; \
+	done
+
+services:
+	@pg_isready -h 127.0.0.1 -p 5432 -q || \
+		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || \
+		redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+	@for i in $$(seq 50); do \
+		pg_isready -h 127.0.0.1 -p 5432 -q && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && exit 0; \
+		sleep 0.2; \
+	done; echo "PostgreSQL or Redis did not come up" >&2; exit 1
