@@ -23,7 +23,12 @@ TASK_REAP_STALE = "workers.tasks.reap_stale"
 def make_celery(settings: Settings) -> Celery:
     """A Celery app configured from ``settings``."""
     app = Celery("sqsnn", broker=settings.celery_broker_url, include=["workers.tasks"], set_as_current=False)
-    transport_options: dict[str, object] = {"visibility_timeout": settings.visibility_timeout_s}
+    transport_options: dict[str, object] = {
+        "visibility_timeout": settings.visibility_timeout_s,
+        # sweep for messages of dead workers every few seconds (one cheap sorted-set scan)
+        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 2)),
+        "unacked_restore_throttle": 1,
+    }
     if settings.celery_broker_url.startswith("filesystem://"):
         folder = settings.broker_dir
         for sub in ("queue", "processed", "control"):

@@ -105,10 +105,10 @@ class JobContext:
             ev = add_event(s, self.job_id, kind, data)
             commit_and_publish(s, self.settings.pubsub_url, [ev])
 
-    def progress(self, data: dict[str, Any], *, force: bool = False) -> None:
+    def progress(self, data: dict[str, Any]) -> None:
         """A per-batch progress event, throttled to one per ``progress_interval_s``."""
         now = time.monotonic()
-        if force or now - self._last_progress >= self.settings.progress_interval_s:
+        if now - self._last_progress >= self.settings.progress_interval_s:
             self._last_progress = now
             self.emit("progress", data)
 
@@ -133,10 +133,11 @@ class JobContext:
             ev = set_state(s, job, state, reason=reason)
             commit_and_publish(s, self.settings.pubsub_url, [ev])
 
-    def check(self) -> None:
-        """Raise JobCancelled / LeaseLost when due (polled at most every ``cancel_poll_s``); renew lease."""
+    def check(self, *, force: bool = False) -> None:
+        """Raise JobCancelled / LeaseLost when due (polled at most every ``cancel_poll_s`` unless ``force``);
+        renew the lease."""
         now = time.monotonic()
-        if now - self._last_check < self.settings.cancel_poll_s:
+        if not force and now - self._last_check < self.settings.cancel_poll_s:
             return
         self._last_check = now
         with session_scope(self.sessions) as s:

@@ -66,7 +66,7 @@ def _store_epoch(ctx: JobContext, spec: TrainJobSpec, metrics: Any, ckpt: Any) -
         tmp,
     )
     sha, size = finalize(tmp, path)
-    ctx.check()
+    ctx.check(force=True)
     with session_scope(ctx.sessions) as s:
         s.query(CheckpointRow).filter_by(job_id=ctx.job_id, epoch=ckpt.epoch).delete()
         s.query(EpochMetric).filter_by(job_id=ctx.job_id, epoch=metrics.epoch).delete()
@@ -151,7 +151,7 @@ def run_training(ctx: JobContext) -> None:
             should_stop=ctx.should_stop,
         )
     except TrainingStopped:
-        ctx.check()  # raises JobCancelled or LeaseLost with the reason
+        ctx.check(force=True)  # raises JobCancelled or LeaseLost with the reason
         raise LeaseLost("training stopped without a cancellation") from None
 
     model_id = new_id()

@@ -1,0 +1,133 @@
+"""End to end against PostgreSQL, Redis and a real Celery worker: train, stream, infer, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from workers.spikes import unpack
+
+pytestmark = pytest.mark.service
+
+
+def read_sse(client: httpx.Client, path: str, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Read a whole SSE stream with a real HTTP client; returns the events (id, event, data)."""
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    with client.stream("GET", path, headers=headers or {}, timeout=120) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        for line in resp.iter_lines():
+            if line == "":
+                if "data" in current:
+                    events.append(current)
+                current = {}
+            elif line.startswith(":") or line.startswith("retry:"):
+                continue
+            else:
+                field, _, value = line.partition(": ")
+                current[field] = json.loads(value) if field == "data" else value
+    return events
+
+
+def test_train_stream_model_and_infer(client, start_worker, train_body, wait_for) -> None:
+    start_worker()
+    r = client.post("/v1/jobs", json=train_body())
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    assert r.json()["state"] == "queued"
+
+    events = read_sse(client, f"/v1/jobs/{job_id}/events")
+    ids = [int(e["id"]) for e in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    states = [e["data"]["state"] for e in events if e["event"] == "state"]
+    assert states[0] == "queued" and states[-1] == "succeeded"
+    assert "running" in states
+    epochs = [e["data"]["epoch"] for e in events if e["event"] == "epoch"]
+    assert epochs == [1, 2]
+    progress = [(e["data"]["epoch"], e["data"]["batch"]) for e in events if e["event"] == "progress"]
+    assert progress == sorted(progress) and len(progress) == 2 * 7  # 200 images / batch 32 = 7 batches
+    # a client that reconnects with Last-Event-ID gets only what came after
+    tail = read_sse(client, f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": str(ids[-3])})
+    assert [int(e["id"]) for e in tail] == ids[-2:]
+
+    job = wait_for(client, job_id, ("succeeded",))
+    assert job["progress"] == 1.0 and job["backend_used"] == "exact"
+    assert [m["epoch"] for m in job["epochs"]] == [1, 2]
+    assert all(0.0 <= m["test_accuracy"] <= 1.0 for m in job["epochs"])
+    result = client.get(f"/v1/jobs/{job_id}/result").json()["result"]
+    model_id = result["model_id"]
+    assert result["test_accuracy"] == job["epochs"][-1]["test_accuracy"]
+
+    model = client.get(f"/v1/models/{model_id}").json()
+    assert model["config"]["network"]["sizes"] == [64, 16, 10]
+    assert model["job_id"] == job_id
+    blob = client.get(f"/v1/models/{model_id}/checkpoint")
+    assert blob.status_code == 200
+    assert hashlib.sha256(blob.content).hexdigest() == model["sha256"] == blob.headers["x-checksum-sha256"]
+    assert model_id in [m["id"] for m in client.get("/v1/models").json()["items"]]
+
+    body = {
+        "kind": "infer",
+        "model_id": model_id,
+        "inputs": {"source": "dataset", "name": "digits", "split": "test", "start": 0, "stop": 40},
+        "seed": 3,
+    }
+    r = client.post("/v1/jobs", json=body)
+    assert r.status_code == 202, r.text
+    infer_id = r.json()["id"]
+    infer_events = read_sse(client, f"/v1/jobs/{infer_id}/events")
+    spikes_events = [e for e in infer_events if e["event"] == "spikes"]
+    assert spikes_events and spikes_events[0]["data"]["layer"] == 1
+    out = client.get(f"/v1/jobs/{infer_id}/result").json()["result"]
+    assert len(out["predictions"]) == 40 and len(out["labels"]) == 40
+    assert out["accuracy"] == pytest.approx(np.mean(np.array(out["predictions"]) == np.array(out["labels"])))
+    T = out["spikes"]["T"]
+    assert T == 4  # the model's training encoder
+    hidden, output = out["spikes"]["layers"]
+    h = unpack(hidden["samples"], T, hidden["neurons"])
+    o = unpack(output["samples"], T, output["neurons"])
+    assert h.shape == (4, 40, 16) and o.shape == (4, 40, 10)
+    assert set(np.unique(o)) <= {0, 1}
+    # the prediction is the output neuron with most spikes (ties broken by probability)
+    counts = o.sum(0)
+    preds = np.array(out["predictions"])
+    assert np.all(counts[np.arange(40), preds] == counts.max(1))
+    # streamed spikes are the same as the stored ones
+    assert spikes_events[0]["data"]["packed"] == output["samples"][:40]
+
+
+def test_inline_images_inference_checks_width(client, start_worker, train_body, wait_for) -> None:
+    start_worker()
+    job_id = client.post("/v1/jobs", json=train_body(training={"epochs": 1})).json()["id"]
+    wait_for(client, job_id, ("succeeded",))
+    model_id = client.get(f"/v1/jobs/{job_id}/result").json()["result"]["model_id"]
+    good = {"kind": "infer", "model_id": model_id, "inputs": {"source": "images", "images": [[0.5] * 64] * 3}}
+    bad = {"kind": "infer", "model_id": model_id, "inputs": {"source": "images", "images": [[0.5] * 10]}}
+    ok_id = client.post("/v1/jobs", json=good).json()["id"]
+    bad_id = client.post("/v1/jobs", json=bad).json()["id"]
+    wait_for(client, ok_id, ("succeeded",))
+    assert len(client.get(f"/v1/jobs/{ok_id}/result").json()["result"]["predictions"]) == 3
+    failed = wait_for(client, bad_id, ("failed",))
+    assert "expects 64" in failed["failure_reason"]
+
+
+def test_cancel_running_job(client, start_worker, train_body, wait_for) -> None:
+    start_worker()
+    body = train_body(
+        training={"epochs": 200, "batch_size": 8}, dataset={"name": "digits", "limit_train": 400}
+    )
+    job_id = client.post("/v1/jobs", json=body).json()["id"]
+    wait_for(client, job_id, ("running",))
+    r = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert r.status_code == 202 and r.json()["cancel_requested"]
+    job = wait_for(client, job_id, ("cancelled",), timeout=30)
+    assert job["failure_reason"] == "cancelled by its owner"
+    assert len(job["epochs"]) < 200
+    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 409
+    assert client.get(f"/v1/jobs/{job_id}/result").status_code == 409
