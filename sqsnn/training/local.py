@@ -24,6 +24,7 @@ learning signal. Everything is vectorised over samples, neurons and time.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -274,8 +275,8 @@ class LocalRule:
         self.baseline: Tensor | None = None  # (T,) running mean of the learning signal
 
     def state_dict(self) -> dict[str, Any]:
-        """Optimizer and baseline state (for checkpoints)."""
-        return {"optimizer": self.optimizer.state_dict(), "baseline": self.baseline}
+        """A detached copy of the optimizer and baseline state (for checkpoints)."""
+        return copy.deepcopy({"optimizer": self.optimizer.state_dict(), "baseline": self.baseline})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output."""
