@@ -3,7 +3,8 @@
 Ideal circuits are transpiled to ``rx, rzx, rz, h, cx, measure, reset`` (matrix_product_state cannot run
 ``crx``; this basis has no width cap) and sampled with ``qiskit_aer.primitives.SamplerV2``. Noisy
 circuits are transpiled to the fake device's ISA by the preset pass manager with neurons placed by
-calibration error rates (:mod:`backends.calibration`), and sampled with that device's noise model.
+calibration error rates (:mod:`backends.calibration`), moved onto the physical qubits they use, and
+sampled with that device's noise model restricted to those qubits.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from qiskit import QuantumCircuit, transpile
-from qiskit.transpiler import generate_preset_pass_manager
+from qiskit import QuantumCircuit, QuantumRegister, transpile
+from qiskit.transpiler import Target, generate_preset_pass_manager
 from qiskit_aer.noise import NoiseModel
+from qiskit_aer.noise.device import basic_device_gate_errors, basic_device_readout_errors
 from qiskit_aer.primitives import SamplerV2 as AerSampler
 
 from backends.base import Availability, Capabilities
@@ -30,19 +32,79 @@ STATEVECTOR_MAX_QUBITS = 24
 @lru_cache(maxsize=8)
 def fake_backend(name: str) -> Any:
     """An IBM fake backend (calibration snapshot) by name, e.g. ``fake_kingston``."""
-    from qiskit_ibm_runtime import QiskitRuntimeLocalService
+    from qiskit_ibm_runtime import QiskitRuntimeService
 
     try:
-        return QiskitRuntimeLocalService().backend(name)
+        return QiskitRuntimeService(channel="local").backend(name)
     except Exception as exc:  # the local service raises QiskitBackendNotFoundError
         raise ValueError(
             f"unknown IBM fake backend {name!r} (e.g. fake_kingston, fake_torino): {exc}"
         ) from exc
 
 
-@lru_cache(maxsize=8)
-def noise_model(name: str) -> NoiseModel:
-    return NoiseModel.from_backend(fake_backend(name))
+def sub_target(target: Target, qubits: tuple[int, ...]) -> Target:
+    """The part of ``target`` on ``qubits``, re-indexed 0..len(qubits)-1 (same calibration)."""
+    index = {q: i for i, q in enumerate(qubits)}
+    props = target.qubit_properties
+    sub = Target(
+        num_qubits=len(qubits),
+        dt=target.dt,
+        qubit_properties=[props[q] for q in qubits] if props else None,
+    )
+    for name in target.operation_names:
+        op = target.operation_from_name(name)
+        entries = target[name]
+        if None in entries:  # global (control flow) instruction
+            sub.add_instruction(op, None, name=name)
+            continue
+        local = {
+            tuple(index[q] for q in qargs): p
+            for qargs, p in entries.items()
+            if all(q in index for q in qargs)
+        }
+        sub.add_instruction(op, local, name=name)
+    return sub
+
+
+@lru_cache(maxsize=32)
+def noise_model(name: str, qubits: tuple[int, ...]) -> NoiseModel:
+    """Aer noise model of fake device ``name`` restricted to ``qubits`` (re-indexed 0..m-1).
+
+    Same construction as ``NoiseModel.from_backend`` (readout errors, depolarising + thermal relaxation
+    gate errors), but only for the qubits a circuit uses: building and simulating the full 156-qubit model
+    costs tens of seconds per run.
+    """
+    sub = sub_target(fake_backend(name).target, qubits)
+    model = NoiseModel(basis_gates=list(sub.operation_names))
+    for qargs, error in basic_device_readout_errors(None, target=sub):
+        model.add_readout_error(error, qargs)
+    for gate, qargs, error in basic_device_gate_errors(None, target=sub):
+        model.add_quantum_error(error, gate, qargs)
+    return model
+
+
+def active_qubits(circuit: QuantumCircuit) -> list[int]:
+    """Indices of the qubits that some instruction of ``circuit`` touches."""
+    return sorted({circuit.find_bit(q).index for inst in circuit.data for q in inst.qubits})
+
+
+def compact(circuit: QuantumCircuit, qubits: list[int]) -> QuantumCircuit:
+    """``circuit`` moved onto ``len(qubits)`` qubits: physical qubit ``qubits[i]`` becomes qubit i."""
+    index = {q: i for i, q in enumerate(qubits)}
+    out = QuantumCircuit(QuantumRegister(len(qubits), "q"), *circuit.cregs)
+    for inst in circuit.data:
+        out.append(
+            inst.operation, [out.qubits[index[circuit.find_bit(q).index]] for q in inst.qubits], inst.clbits
+        )
+    return out
+
+
+def compact_pubs(
+    pubs: list[tuple[QuantumCircuit, np.ndarray, int]],
+) -> tuple[list[tuple[QuantumCircuit, np.ndarray, int]], tuple[int, ...]]:
+    """Move device-wide ISA PUBs onto the union of their active physical qubits (for simulation)."""
+    used = sorted(set().union(*(active_qubits(c) for c, _, _ in pubs)))
+    return [(compact(c, used), v, s) for c, v, s in pubs], tuple(used)
 
 
 def isa_transpile(
@@ -98,9 +160,16 @@ class AerBackend(QiskitBackend):
             return transpile(lc.circuit, basis_gates=MPS_BASIS, optimization_level=0), None
         return isa_transpile(lc, fake_backend(self.device), choose_layout=self.options.choose_layout)
 
-    def _run(self, pubs: list[tuple[QuantumCircuit, np.ndarray, int]], shots: int, seed: int | None) -> Any:
+    def _run(
+        self,
+        pubs: list[tuple[QuantumCircuit, np.ndarray, int]],
+        shots: int,
+        seed: int | None,
+        idempotency_key: str | None,
+    ) -> Any:
         backend_options: dict[str, Any] = {"method": self.options.method}
         if self.device is not None:
-            backend_options["noise_model"] = noise_model(self.device)
+            pubs, used = compact_pubs(pubs)
+            backend_options["noise_model"] = noise_model(self.device, used)
         sampler = AerSampler(default_shots=shots, seed=seed, options={"backend_options": backend_options})
         return sampler.run(pubs)

@@ -4,6 +4,8 @@ Every backend (``exact``, ``aer``, ``aer-noisy:<fake>``, ``ibm:<backend>``, ``ib
 ``braket-local:sv|dm``, ``braket:<arn>``) implements :class:`Backend`. Execution is split into
 ``submit`` (returns a :class:`SubmittedJob` holding provider job ids and everything needed to decode) and
 ``poll`` / ``fetch``, so a caller never has to block on a QPU queue; ``run_layer`` is submit + fetch.
+``submit(..., idempotency_key=k)`` de-duplicates: re-submitting the same batch with the same key returns
+the job already submitted (IBM job tags, Braket ``clientToken``) instead of running it twice.
 
 Shapes: currents ``z`` are ``(T, B, n)``; angles ``(3, n)`` (rows ent, mem, in; radians), or
 ``(3, B, n)`` for one set per sample (parameter-shifted variants). ``LayerResult.spikes`` is
@@ -145,6 +147,7 @@ class LayerResult:
     wall_s: float = 0.0
     calibration: dict[str, Any] | None = None
     fallback: FallbackRecord | None = None
+    usage: dict[str, Any] | None = None
 
     @property
     def single_shot(self) -> np.ndarray:
@@ -172,6 +175,7 @@ class Backend(Protocol):
         shots: int = 1,
         mode: CircuitMode = "quantum",
         seed: int | None = None,
+        idempotency_key: str | None = None,
     ) -> SubmittedJob: ...
 
     def poll(self, job: SubmittedJob) -> JobState: ...

@@ -52,6 +52,7 @@ class BaseBackend:
         shots: int = 1,
         mode: CircuitMode = "quantum",
         seed: int | None = None,
+        idempotency_key: str | None = None,
     ) -> SubmittedJob:
         raise NotImplementedError
 

@@ -51,6 +51,7 @@ class ExactBackend(BaseBackend):
         shots: int = 1,
         mode: CircuitMode = "quantum",
         seed: int | None = None,
+        idempotency_key: str | None = None,
     ) -> SubmittedJob:
         zz, ang = check_inputs(z, angles)
         steps, batch, n = zz.shape

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,19 +24,23 @@ class AerOptions(_Strict):
     never entangled with each other); ``statevector`` is exact too but limited to ~20 qubits."""
 
     method: Literal["matrix_product_state", "statevector"] = "matrix_product_state"
-    neurons_per_circuit: int = Field(32, ge=1, le=500)
+    neurons_per_circuit: Annotated[int, Field(ge=1, le=500)] = 32
     layout: Literal["mid-circuit", "deferred"] = "mid-circuit"
-    choose_layout: bool = Field(True, description="noisy only: place neurons by calibration error rates")
+    choose_layout: Annotated[
+        bool, Field(description="noisy only: place neurons by calibration error rates")
+    ] = True
 
 
 class IBMOptions(_Strict):
     """IBM Runtime (``ibm:``) and its local testing mode (``ibm-local:``)."""
 
-    neurons_per_circuit: int = Field(20, ge=1, le=100)
-    optimization_level: int = Field(1, ge=0, le=3)
+    neurons_per_circuit: Annotated[int, Field(ge=1, le=100)] = 20
+    optimization_level: Annotated[int, Field(ge=0, le=3)] = 1
     choose_layout: bool = True
-    noise: bool = Field(True, description="ibm-local only: False simulates the ISA circuit without noise")
-    max_time: int | None = Field(None, ge=1, description="Batch max_time in seconds")
+    noise: Annotated[
+        bool, Field(description="ibm-local only: False simulates the ISA circuit without noise")
+    ] = True
+    max_time: Annotated[int | None, Field(ge=1, description="Batch max_time in seconds")] = None
     job_tags: tuple[str, ...] = ()
 
 
@@ -45,18 +49,18 @@ class BraketOptions(_Strict):
     neurons per program. ``auto`` uses the mid-circuit layout locally and the deferred one on QPUs (no
     Braket QPU returns mid-circuit results)."""
 
-    neurons_per_circuit: int = Field(2, ge=1, le=50)
+    neurons_per_circuit: Annotated[int, Field(ge=1, le=50)] = 2
     layout: Literal["auto", "mid-circuit", "deferred"] = "auto"
     s3_bucket: str | None = None
     s3_prefix: str = "sqsnn"
-    poll_timeout_s: float = Field(5 * 24 * 3600, gt=0)
+    poll_timeout_s: Annotated[float, Field(gt=0)] = 5 * 24 * 3600
 
 
 class Budget(_Strict):
     """Limits enforced on the estimate before anything is submitted (None = unlimited)."""
 
-    max_shots: int | None = Field(None, ge=1)
-    max_cost_usd: float | None = Field(None, ge=0)
+    max_shots: Annotated[int | None, Field(ge=1)] = None
+    max_cost_usd: Annotated[float | None, Field(ge=0)] = None
 
 
 class RunPolicy(_Strict):

@@ -43,7 +43,13 @@ class QiskitBackend(BaseBackend):
         """Circuit the provider accepts, and the calibration it will run under (None if ideal)."""
         raise NotImplementedError
 
-    def _run(self, pubs: list[tuple[QuantumCircuit, np.ndarray, int]], shots: int, seed: int | None) -> Any:
+    def _run(
+        self,
+        pubs: list[tuple[QuantumCircuit, np.ndarray, int]],
+        shots: int,
+        seed: int | None,
+        idempotency_key: str | None,
+    ) -> Any:
         """Start one primitive job; returns the job object (``job_id()``, ``status()``, ``result()``)."""
         raise NotImplementedError
 
@@ -72,6 +78,7 @@ class QiskitBackend(BaseBackend):
         shots: int = 1,
         mode: CircuitMode = "quantum",
         seed: int | None = None,
+        idempotency_key: str | None = None,
     ) -> SubmittedJob:
         zz, ang = check_inputs(z, angles)
         steps, batch, n = zz.shape
@@ -86,7 +93,7 @@ class QiskitBackend(BaseBackend):
             pubs.append((circuit, bind_matrix(lc, circuit, zz[:, :, a:b], ang[..., a:b]), shots))
             if cal is not None:
                 calibration[f"{a}:{b}"] = cal
-        job = self._run(pubs, shots, seed)
+        job = self._run(pubs, shots, seed, idempotency_key)
         submitted = SubmittedJob(
             backend=self.name,
             job_ids=[str(job.job_id())],
