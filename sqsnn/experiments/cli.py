@@ -1,0 +1,45 @@
+"""``sqsnn experiment`` commands: ``run CONFIG`` and ``report [RESULTS_DIR]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sqsnn.experiments.config import ConfigError
+from sqsnn.experiments.report import report as build_report
+from sqsnn.experiments.runner import run_experiment
+
+experiment_app = typer.Typer(
+    help="Grid experiments: run a TOML configuration, rebuild its table and figures."
+)
+
+
+@experiment_app.command("run")
+def run_command(
+    config: Annotated[Path, typer.Argument(help="experiment configuration (TOML)")],
+) -> None:
+    """Run (or resume) every cell of CONFIG; finished cells are skipped."""
+    try:
+        summary = run_experiment(config, log=typer.echo)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="CONFIG") from exc
+    typer.echo(f"ran {len(summary.ran)}, skipped {len(summary.skipped)}, left {len(summary.remaining)}")
+
+
+@experiment_app.command("report")
+def report_command(
+    results_dir: Annotated[Path, typer.Argument(help="results directory holding cells.csv")] = Path(
+        "results"
+    ),
+    output: Annotated[
+        Path | None, typer.Option(help="markdown file to write (default RESULTS_DIR/results.md)")
+    ] = None,
+) -> None:
+    """Rebuild the markdown table and the figures from the CSV files."""
+    try:
+        path = build_report(results_dir, output)
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc), param_hint="RESULTS_DIR") from exc
+    typer.echo(f"wrote {path}")

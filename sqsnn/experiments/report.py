@@ -1,0 +1,177 @@
+"""Markdown table and PNG figures rebuilt from an experiment's CSV files (:mod:`sqsnn.experiments.records`).
+
+Rows group the cells that differ only in their seed: test accuracy is the mean ± sample standard deviation
+over seeds (± 0 with one seed), spike rates are per layer (spikes per neuron per step, mean over seeds).
+Figures (``figures/``): test accuracy per epoch for each dataset (mean over seeds), and for the first seed
+of every row a spike raster of test sample 0 and a histogram of per-neuron spike rates per layer.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
+
+from sqsnn.experiments.records import CELLS, EPOCHS, NEURONS, RASTER, read_rows, split_numbers
+
+GroupKey = tuple[str, str, str, str]  # dataset, label, mode, method
+
+
+def _group_key(row: dict[str, str]) -> GroupKey:
+    return row["dataset"], row["label"], row["mode"], row["method"]
+
+
+def _slug(key: tuple[str, ...]) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in "_".join(key))
+
+
+def _training(row: dict[str, str]) -> str:
+    text = "BPTT" if row["method"] == "bptt" else f"local ({row['estimator']})"
+    return text + (", direct synapses" if row["direct"] == "True" else "")
+
+
+def _mean_std(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def _accuracy_figure(path: Path, dataset: str, curves: dict[str, dict[int, list[float]]]) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, by_epoch in sorted(curves.items()):
+        epochs = sorted(by_epoch)
+        ax.plot(epochs, [100 * statistics.fmean(by_epoch[e]) for e in epochs], marker="o", label=name)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{dataset}: test accuracy per epoch (mean over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _raster_figure(
+    path: Path, title: str, sizes: list[int], events: set[tuple[int, int, int]], T: int
+) -> None:
+    layers = len(sizes) - 1
+    fig, axes = plt.subplots(1, layers, figsize=(3.5 * layers, 3.5), squeeze=False)
+    for layer in range(layers):
+        ax = axes[0][layer]
+        pts = sorted((t, n) for (lay, t, n) in events if lay == layer)
+        if pts:
+            ax.scatter([t + 1 for t, _ in pts], [n for _, n in pts], s=6, marker="|", color="black")
+        ax.set_xlim(0.5, T + 0.5)
+        ax.set_ylim(-0.5, sizes[layer + 1] - 0.5)
+        ax.set_xlabel("step")
+        ax.set_ylabel("neuron")
+        ax.set_title(f"layer {layer + 1} ({sizes[layer + 1]} neurons)", fontsize=9)
+    fig.suptitle(f"{title}: spikes of test sample 0", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _rates_figure(path: Path, title: str, rates: dict[int, list[float]]) -> None:
+    layers = sorted(rates)
+    fig, axes = plt.subplots(1, len(layers), figsize=(3.5 * len(layers), 3.2), squeeze=False)
+    for i, layer in enumerate(layers):
+        ax = axes[0][i]
+        ax.hist(rates[layer], bins=20, range=(0.0, 1.0), color="tab:blue")
+        ax.set_xlabel("spike rate (spikes / step)")
+        ax.set_ylabel("neurons")
+        ax.set_title(f"layer {layer + 1}", fontsize=9)
+    fig.suptitle(f"{title}: per-neuron spike rates on the test set", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(results_dir: Path | str, output: Path | str | None = None) -> Path:
+    """Write the markdown table (``output``, default ``<results_dir>/results.md``) and the figures.
+
+    Returns the path of the markdown file. Raises FileNotFoundError when ``cells.csv`` is missing.
+    """
+    results_dir = Path(results_dir)
+    if not (results_dir / CELLS).is_file():
+        raise FileNotFoundError(f"no {CELLS} in {results_dir}: run `sqsnn experiment run CONFIG` first")
+    md_path = Path(output) if output is not None else results_dir / "results.md"
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    fig_dir = results_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    cells = list({row["key"]: row for row in read_rows(results_dir / CELLS)}.values())
+    by_key = {row["key"]: row for row in cells}
+    epochs = {(r["key"], int(r["epoch"])): r for r in read_rows(results_dir / EPOCHS) if r["key"] in by_key}
+    neuron_rates: dict[str, dict[tuple[int, int], float]] = defaultdict(dict)
+    for r in read_rows(results_dir / NEURONS):
+        neuron_rates[r["key"]][(int(r["layer"]), int(r["neuron"]))] = float(r["rate"])
+    events: dict[str, set[tuple[int, int, int]]] = defaultdict(set)
+    for r in read_rows(results_dir / RASTER):
+        events[r["key"]].add((int(r["layer"]), int(r["step"]), int(r["neuron"])))
+
+    groups: dict[GroupKey, list[dict[str, str]]] = defaultdict(list)
+    for row in cells:
+        groups[_group_key(row)].append(row)
+
+    def link(path: Path) -> str:
+        return Path(os.path.relpath(path, md_path.parent)).as_posix()
+
+    lines = [
+        "# Results",
+        "",
+        "Generated by `sqsnn experiment report` from the CSV files in "
+        f"`{results_dir.as_posix()}`. Test accuracy: mean ± standard deviation over seeds (single-shot "
+        "evaluation on the test split). Spike rate: spikes per neuron per step on the test set, per layer. "
+        "† the cell's time budget stopped training early.",
+        "",
+        "| Dataset | Model | Memory | Training | Layer sizes | Params | Test accuracy (%) | Seeds | "
+        "Spike rate per layer | Epochs | s / cell | Figures | Command |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    curves: dict[str, dict[str, dict[int, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
+    for key in sorted(groups):
+        rows = sorted(groups[key], key=lambda r: int(r["seed"]))
+        first = rows[0]
+        accs = [float(r["test_accuracy"]) for r in rows]
+        rate_lists = [split_numbers(r["spike_rates"]) for r in rows if r["spike_rates"]]
+        rates = [statistics.fmean(col) for col in zip(*rate_lists, strict=True)] if rate_lists else []
+        budget = " †" if any(r["status"] == "budget" for r in rows) else ""
+        sizes = [int(s) for s in split_numbers(first["sizes"])]
+        name = f"{first['label']} [{first['mode']}, {_training(first)}]"
+        slug = _slug(key)
+        raster_path, rates_path = fig_dir / f"raster_{slug}.png", fig_dir / f"rates_{slug}.png"
+        T = max((t for _, t, _ in events[first["key"]]), default=0) + 1
+        _raster_figure(raster_path, name, sizes, events[first["key"]], T)
+        per_layer: dict[int, list[float]] = defaultdict(list)
+        for (layer, _), rate in sorted(neuron_rates[first["key"]].items()):
+            per_layer[layer].append(rate)
+        _rates_figure(rates_path, name, dict(per_layer))
+        for r in rows:
+            for (k, e), er in epochs.items():
+                if k == r["key"]:
+                    curves[key[0]][name][e].append(float(er["test_accuracy"]))
+        lines.append(
+            f"| {key[0]} | {first['label']} | {first['mode']} | {_training(first)} | "
+            f"{'-'.join(map(str, sizes))} | {first['num_parameters']} | {_mean_std(accs)}{budget} | "
+            f"{', '.join(r['seed'] for r in rows)} | {' / '.join(f'{v:.3f}' for v in rates)} | "
+            f"{first['epochs']} | {statistics.fmean(float(r['seconds']) for r in rows):.1f} | "
+            f"[raster]({link(raster_path)}), [rates]({link(rates_path)}) | `{first['command']}` |"
+        )
+    lines.append("")
+    for dataset, by_name in sorted(curves.items()):
+        path = fig_dir / f"accuracy_{_slug((dataset,))}.png"
+        _accuracy_figure(path, dataset, by_name)
+        lines.append(f"![{dataset}: test accuracy per epoch]({link(path)})")
+        lines.append("")
+    md_path.write_text("\n".join(lines))
+    return md_path

@@ -1,0 +1,229 @@
+"""Run (or resume) an experiment grid; see :mod:`sqsnn.experiments.config` for the file format.
+
+Each cell trains a fresh model (seeded with the cell's seed) with BPTT or the local rule, checkpoints after
+every epoch under ``checkpoints/`` and, when done, appends its rows to the CSV files of
+:mod:`sqsnn.experiments.records`. Running the same configuration again skips the cells already in
+``cells.csv`` and resumes an interrupted cell from its last checkpoint. Finally the table and figures are
+rebuilt (:func:`sqsnn.experiments.report.report`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sqsnn.baselines.lif import LIFConfig, LIFNetwork, matched_hidden_sizes
+from sqsnn.baselines.qlif import QLIFConfig, QLIFNetwork
+from sqsnn.datasets import Dataset, load_dataset
+from sqsnn.encoders import encode
+from sqsnn.experiments.config import Cell, ExperimentConfig, load_config
+from sqsnn.experiments.records import (
+    CELL_COLUMNS,
+    CELLS,
+    EPOCH_COLUMNS,
+    EPOCHS,
+    NEURON_COLUMNS,
+    NEURONS,
+    RASTER,
+    RASTER_COLUMNS,
+    append_rows,
+    join_numbers,
+    read_rows,
+)
+from sqsnn.experiments.report import report
+from sqsnn.network import NetworkConfig, SQSNetwork
+from sqsnn.training.bptt import Checkpoint, EpochMetrics, TrainConfig, TrainingStopped, train
+from sqsnn.training.local import LocalConfig, train_local
+
+
+@dataclass
+class RunSummary:
+    """What one call of :func:`run_experiment` did."""
+
+    ran: list[str]
+    skipped: list[str]
+    remaining: list[str]  # not started because the total time budget ran out
+
+
+def layer_sizes(cell: Cell, data: Dataset, config: ExperimentConfig) -> list[int]:
+    """Layer widths of the cell's model on ``data`` (LIF widths matched to the named model if asked)."""
+    sizes = [int(data.x_train.shape[-1]), *cell.model.hidden, data.n_classes]
+    if cell.model.match_parameters is None:
+        return sizes
+    target_spec = config.model(cell.model.match_parameters)
+    target = build_model(Cell(target_spec, target_spec.modes[0], cell.dataset, cell.seed), data, config)
+    bias = bool(cell.model.network.get("bias", LIFConfig.bias))
+    return matched_hidden_sizes(sizes, target.num_parameters(), bias=bias)  # type: ignore[operator]
+
+
+def build_model(cell: Cell, data: Dataset, config: ExperimentConfig) -> nn.Module:
+    """A fresh model for ``cell`` on ``data``."""
+    sizes = layer_sizes(cell, data, config)
+    opts = cell.model.network
+    if cell.model.kind == "sqsnn":
+        return SQSNetwork(NetworkConfig(sizes=sizes, mode=cell.mode, seed=cell.seed, **opts))  # type: ignore[arg-type]
+    if cell.model.kind == "lif":
+        return LIFNetwork(LIFConfig(sizes=sizes, seed=cell.seed, **opts))
+    return QLIFNetwork(QLIFConfig(sizes=sizes, seed=cell.seed, **opts))
+
+
+@torch.no_grad()
+def spike_profile(
+    model: nn.Module, data: Dataset, T: int, p_max: float, seed: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per-neuron spike rates ``(n_l,)`` on the test set and the spikes ``(T, n_l)`` of test sample 0."""
+    model.train(False)
+    gen = torch.Generator().manual_seed(seed)
+    sums: list[torch.Tensor] = []
+    raster: list[torch.Tensor] = []
+    steps = 0
+    for start in range(0, len(data.y_test), 500):
+        x = encode(data.x_test[start : start + 500], data.kind, T, p_max, gen)
+        out = model(x, gen)
+        if not sums:
+            sums = [s.sum(dim=(0, 1)) for s in out.spikes]
+            raster = [s[:, 0, :].clone() for s in out.spikes]
+        else:
+            sums = [acc + s.sum(dim=(0, 1)) for acc, s in zip(sums, out.spikes, strict=True)]
+        steps += x.shape[0] * x.shape[1]
+    return [s / steps for s in sums], raster
+
+
+def run_cell(
+    cell: Cell, data: Dataset, config: ExperimentConfig, log: Callable[[str], None]
+) -> tuple[dict[str, Any], list[EpochMetrics], nn.Module, int, float]:
+    """Train one cell (resuming from its checkpoint); returns (cell row, epochs, model, T, p_max)."""
+    spec = cell.model
+    ckpt_path = config.results_dir / "checkpoints" / f"{cell.slug}.pt"
+    resume: Checkpoint | None = None
+    if ckpt_path.is_file():
+        resume = torch.load(ckpt_path, weights_only=False)
+        log(f"  resuming {cell.key} after epoch {resume.epoch}")
+    model = build_model(cell, data, config)
+    options = dict(spec.train)
+    if config.budget.max_epochs is not None:
+        default_epochs = TrainConfig.epochs if spec.method == "bptt" else LocalConfig.epochs
+        options["epochs"] = min(int(options.get("epochs", default_epochs)), config.budget.max_epochs)
+    started = time.perf_counter()
+    limit = config.budget.max_cell_seconds
+
+    def should_stop() -> bool:
+        return limit is not None and time.perf_counter() - started > limit
+
+    done: list[EpochMetrics] = list(resume.metrics) if resume else []
+
+    def on_epoch(metrics: EpochMetrics, checkpoint: Checkpoint) -> None:
+        done.append(metrics)
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(checkpoint, ckpt_path)
+        log(f"  {cell.key} epoch {metrics.epoch}: test accuracy {metrics.test_accuracy:.4f}")
+
+    status = "done"
+    try:
+        if spec.method == "bptt":
+            tc = TrainConfig(seed=cell.seed, **options)
+            T, p_max = tc.T, tc.p_max
+            train(model, data, tc, resume=resume, on_epoch=on_epoch, should_stop=should_stop)  # type: ignore[arg-type]
+            estimator = "-"
+        else:
+            lc = LocalConfig(seed=cell.seed, **options)
+            T, p_max, estimator = lc.T, lc.p_max, lc.estimator
+            assert isinstance(model, SQSNetwork)
+            train_local(model, data, lc, resume=resume, on_epoch=on_epoch, should_stop=should_stop)
+    except TrainingStopped:
+        status = "budget"
+        if ckpt_path.is_file():
+            model.load_state_dict(torch.load(ckpt_path, weights_only=False).model_state)
+        log(f"  {cell.key} stopped by max_cell_seconds after {len(done)} epoch(s)")
+    last = done[-1] if done else None
+    row: dict[str, Any] = {
+        "key": cell.key,
+        "config": str(config.path),
+        "label": spec.label,
+        "kind": spec.kind,
+        "mode": cell.mode,
+        "method": spec.method,
+        "estimator": estimator,
+        "dataset": cell.dataset,
+        "seed": cell.seed,
+        "sizes": join_numbers(layer_sizes(cell, data, config)),
+        "direct": bool(spec.network.get("direct", False)),
+        "num_parameters": model.num_parameters(),  # type: ignore[operator]
+        "epochs": len(done),
+        "test_accuracy": f"{last.test_accuracy:.6f}" if last else "nan",
+        "spike_rates": join_numbers(last.spike_rates) if last else "",
+        "seconds": f"{sum(m.seconds for m in done):.2f}",
+        "status": status,
+        "command": f"sqsnn experiment run {config.path}",
+    }
+    return row, done, model, T, p_max
+
+
+def run_experiment(config: Path | str, *, log: Callable[[str], None] = print) -> RunSummary:
+    """Run every unfinished cell of the configuration file ``config`` within budget; rebuild the report."""
+    cfg = load_config(config)
+    out = cfg.results_dir
+    out.mkdir(parents=True, exist_ok=True)
+    finished = {row["key"] for row in read_rows(out / CELLS)}
+    started = time.perf_counter()
+    summary = RunSummary([], [], [])
+    datasets: dict[str, Dataset] = {}
+    for cell in cfg.cells():
+        if cell.key in finished:
+            summary.skipped.append(cell.key)
+            continue
+        total = cfg.budget.max_total_seconds
+        if total is not None and time.perf_counter() - started > total:
+            summary.remaining.append(cell.key)
+            continue
+        if cell.dataset not in datasets:
+            datasets[cell.dataset] = load_dataset(
+                cell.dataset, cfg.data_dir, **cfg.dataset_options.get(cell.dataset, {})
+            )
+        data = datasets[cell.dataset]
+        log(f"cell {cell.key}")
+        row, epochs, model, T, p_max = run_cell(cell, data, cfg, log)
+        rates, raster = spike_profile(model, data, T, p_max, seed=cell.seed)
+        append_rows(out / EPOCHS, EPOCH_COLUMNS, [_epoch_row(cell.key, m) for m in epochs])
+        append_rows(
+            out / NEURONS,
+            NEURON_COLUMNS,
+            (
+                {"key": cell.key, "layer": layer, "neuron": n, "rate": f"{float(r):.6g}"}
+                for layer, layer_rates in enumerate(rates)
+                for n, r in enumerate(layer_rates)
+            ),
+        )
+        append_rows(
+            out / RASTER,
+            RASTER_COLUMNS,
+            (
+                {"key": cell.key, "layer": layer, "step": int(t), "neuron": int(n)}
+                for layer, spikes in enumerate(raster)
+                for t, n in spikes.nonzero().tolist()
+            ),
+        )
+        append_rows(out / CELLS, CELL_COLUMNS, [row])
+        summary.ran.append(cell.key)
+    report(out)
+    if summary.remaining:
+        log(f"{len(summary.remaining)} cell(s) left by max_total_seconds; run the same command to continue")
+    return summary
+
+
+def _epoch_row(key: str, m: EpochMetrics) -> dict[str, Any]:
+    return {
+        "key": key,
+        "epoch": m.epoch,
+        "train_loss": f"{m.train_loss:.6g}",
+        "train_accuracy": f"{m.train_accuracy:.6f}",
+        "test_accuracy": f"{m.test_accuracy:.6f}",
+        "spike_rates": join_numbers(m.spike_rates),
+        "seconds": f"{m.seconds:.3f}",
+    }
