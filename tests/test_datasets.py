@@ -11,6 +11,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from sqsnn.datasets import DATA_DIR_ENV, Dataset, DatasetError, list_datasets, load_dataset
+from sqsnn.datasets.base import stratified_subset
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +85,23 @@ def test_limits_take_seeded_stratified_subsets(digits: Dataset) -> None:
     assert torch.equal(torch.bincount(both.y_train), torch.tensor([5, 5]))
 
 
+def test_stratified_subset_allocates_places_by_largest_remainder() -> None:
+    labels = np.repeat([0, 1, 2], [50, 30, 20])  # n = 100
+    keep = stratified_subset(labels, 7, seed=0)
+    # quotas 3.5, 2.1, 1.4 -> floors 3, 2, 1 and the one place left goes to class 0 (fraction .5)
+    assert np.bincount(labels[keep]).tolist() == [4, 2, 1]
+    assert np.all(np.diff(keep) > 0) and np.array_equal(keep, stratified_subset(labels, 7, seed=0))
+    assert not np.array_equal(keep, stratified_subset(labels, 7, seed=1))
+    nearly_all = stratified_subset(labels, 99, seed=0)  # 49.5, 29.7, 19.8 -> 49, 29, 19 + 2 leftovers
+    assert np.bincount(labels[nearly_all]).tolist() == [49, 30, 20]
+
+
+def test_limits_close_to_the_full_size_and_below_the_class_count() -> None:
+    d = load_dataset("digits", limit_train=1430, limit_test=5)
+    assert d.x_train.shape[0] == 1430 and d.x_test.shape[0] == 5
+    assert len(torch.unique(d.y_test)) == 5  # five places, five different classes (largest fractions)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -92,7 +110,6 @@ def test_limits_take_seeded_stratified_subsets(digits: Dataset) -> None:
         ({"classes": [1, 10]}, r"classes \[10\] do not exist: labels run from 0 to 9"),
         ({"classes": [0, 1.5]}, "integer labels"),
         ({"limit_train": 0}, "limit_train must be a positive integer"),
-        ({"limit_test": 5}, r"limit_test=5 is smaller than the number of classes present \(10\)"),
         ({"T": 5}, "dataset 'digits' has no option"),
     ],
 )

@@ -113,6 +113,25 @@ def stratified_split(y: IntArray, test_size: int | float, seed: int) -> tuple[In
     return np.asarray(train, dtype=np.int64), np.asarray(test, dtype=np.int64)
 
 
+def stratified_subset(labels: IntArray, size: int, seed: int) -> IntArray:
+    """Sorted indices of a seeded stratified subset of ``size`` < ``len(labels)`` samples.
+
+    Class ``c`` with ``n_c`` of the ``n`` samples gets ``floor(size * n_c / n)`` places; the places left over
+    go one each to the classes with the largest fractional parts (ties: lower label). Within a class the
+    samples are taken in the order of one seeded random permutation.
+    """
+    _, counts = np.unique(labels, return_counts=True)
+    quota = size * counts / len(labels)
+    take = np.floor(quota).astype(np.int64)
+    extra = np.argsort(-(quota - take), kind="stable")[: size - int(take.sum())]
+    take[extra] += 1
+    order = np.random.default_rng(seed).permutation(len(labels))
+    order = order[np.argsort(labels[order], kind="stable")]  # grouped by class, shuffled within
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    keep = np.concatenate([order[start : start + k] for start, k in zip(starts, take, strict=True)])
+    return np.sort(keep).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class Selection:
     """The user's ``classes`` / ``limit_train`` / ``limit_test`` choices, validated."""
@@ -163,18 +182,7 @@ class Selection:
             index = index[labels >= 0]
             labels = labels[labels >= 0]
         if limit is not None and limit < len(index):
-            present = len(np.unique(labels))
-            if limit < present:
-                raise DatasetError(
-                    f"limit_{side}={limit} is smaller than the number of classes present ({present}); "
-                    f"a stratified subset needs at least one sample per class"
-                )
-            from sklearn.model_selection import train_test_split
-
-            keep, _ = train_test_split(
-                np.arange(len(index)), train_size=limit, stratify=labels, random_state=SUBSET_SEED
-            )
-            keep = np.sort(np.asarray(keep, dtype=np.int64))
+            keep = stratified_subset(labels, limit, SUBSET_SEED)
             index, labels = index[keep], labels[keep]
         return index, labels
 
