@@ -223,3 +223,9 @@ def test_corrupt_or_unlabelled_recordings_are_refused(tmp_path: Path) -> None:
     write_aedat(tmp_path / "extra" / "clip.aedat", [(1, 1, 1, 1)])
     with pytest.raises(DatasetError, match=r"cannot tell the digit of .*clip\.aedat"):
         load_dataset("mnist-dvs", tmp_path)
+
+
+def test_too_few_recordings_to_stratify_are_refused(tmp_path: Path) -> None:
+    make_recordings(tmp_path, per_class=1)
+    with pytest.raises(DatasetError, match="cannot split the 10 MNIST-DVS recordings found"):
+        load_dataset("mnist-dvs", tmp_path)
