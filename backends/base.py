@@ -9,7 +9,8 @@ the job already submitted (IBM job tags, Braket ``clientToken``) instead of runn
 
 Shapes: currents ``z`` are ``(T, B, n)``; angles ``(3, n)`` (rows ent, mem, in; radians), or
 ``(3, B, n)`` for one set per sample (parameter-shifted variants). ``LayerResult.spikes`` is
-``(T, B, S, n)`` float64 0/1 for S shots per sample.
+``(T, B, S, n)`` float64 0/1 for S shots per sample. ``memory_angles`` ``(B, n)`` (radians) starts each
+neuron's memory in ``RX(alpha)|0>`` instead of ``|0>`` (see :mod:`backends.compiler`).
 """
 
 from __future__ import annotations
@@ -176,6 +177,7 @@ class Backend(Protocol):
         mode: CircuitMode = "quantum",
         seed: int | None = None,
         idempotency_key: str | None = None,
+        memory_angles: np.ndarray | None = None,
     ) -> SubmittedJob: ...
 
     def poll(self, job: SubmittedJob) -> JobState: ...
@@ -190,4 +192,5 @@ class Backend(Protocol):
         shots: int = 1,
         mode: CircuitMode = "quantum",
         seed: int | None = None,
+        memory_angles: np.ndarray | None = None,
     ) -> LayerResult: ...

@@ -17,7 +17,7 @@ from backends.base import (
     LayerResult,
     SubmittedJob,
 )
-from backends.compiler import angles_array, chunk_bounds
+from backends.compiler import Layout, angles_array, chunk_bounds
 
 
 def check_inputs(z: Any, angles: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +36,7 @@ class BaseBackend:
     """Common part of every backend; subclasses implement the provider-specific methods."""
 
     name: str
-    layout: str = "mid-circuit"  # "deferred": T fresh I/O qubits per neuron, measured at the end
+    layout: Layout = "mid-circuit"  # "deferred": T fresh I/O qubits per neuron, measured at the end
 
     def capabilities(self) -> Capabilities:
         raise NotImplementedError
@@ -53,6 +53,7 @@ class BaseBackend:
         mode: CircuitMode = "quantum",
         seed: int | None = None,
         idempotency_key: str | None = None,
+        memory_angles: np.ndarray | None = None,
     ) -> SubmittedJob:
         raise NotImplementedError
 
@@ -137,10 +138,11 @@ class BaseBackend:
         shots: int = 1,
         mode: CircuitMode = "quantum",
         seed: int | None = None,
+        memory_angles: np.ndarray | None = None,
     ) -> LayerResult:
         """Run one layer and wait for the result (submit + fetch); ``wall_s`` covers both."""
         start = time.perf_counter()
-        job = self.submit(z, angles, shots=shots, mode=mode, seed=seed)
+        job = self.submit(z, angles, shots=shots, mode=mode, seed=seed, memory_angles=memory_angles)
         result = self.fetch(job)
         result.wall_s = time.perf_counter() - start
         return result

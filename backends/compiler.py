@@ -20,6 +20,11 @@ read: neuron k owns one memory qubit and T fresh I/O qubits (qubit ``k (T + 1)``
 classical bit ``t * n + k``. Because the memory never receives feed-forward, the joint spike-train
 distribution is identical.
 
+``prepare_memory=True`` adds one more parameter per neuron, ``alpha[k]``: the memory qubit starts in
+``RX(alpha)|0>`` (Bloch vector ``(0, -sin alpha, cos alpha)``) instead of ``|0>``. Every memory state this
+circuit family reaches along an observed spike history is of that form, so a T = 1 circuit with a prepared
+memory measures ``p(s_t | history)`` (what the local rule's estimators need).
+
 One classical register, ``spikes``, of ``n * T`` bits; bit ``t * n + k`` is neuron k's spike at step t.
 """
 
@@ -55,6 +60,7 @@ class LayerCircuit:
     memory: CircuitMemory
     phi: ParameterVector
     theta: ParameterVector
+    alpha: ParameterVector | None
     memory_qubits: tuple[int, ...]
     io_qubits: tuple[tuple[int, ...], ...]
 
@@ -68,7 +74,12 @@ class LayerCircuit:
 
 
 def compile_layer(
-    n: int, T: int, *, layout: Layout = "mid-circuit", memory: CircuitMemory = "quantum"
+    n: int,
+    T: int,
+    *,
+    layout: Layout = "mid-circuit",
+    memory: CircuitMemory = "quantum",
+    prepare_memory: bool = False,
 ) -> LayerCircuit:
     """Build the parameterised circuit of ``n`` neurons (one chunk) over ``T`` steps."""
     if n < 1 or T < 1:
@@ -89,6 +100,10 @@ def compile_layer(
         raise ValueError(f"unknown layout {layout!r}; expected 'mid-circuit' or 'deferred'")
     creg = ClassicalRegister(n * T, CREG_NAME)
     qc = QuantumCircuit(QuantumRegister(width, "q"), creg)
+    alpha = ParameterVector("alpha", n) if prepare_memory else None
+    if alpha is not None:
+        for k in range(n):
+            qc.rx(alpha[k], mem[k])
     for t in range(T):
         for k in range(n):
             m, q = mem[k], io[k][t]
@@ -105,7 +120,7 @@ def compile_layer(
         for t in range(T):
             for k in range(n):
                 qc.measure(io[k][t], creg[t * n + k])
-    return LayerCircuit(qc, n, T, layout, memory, phi, theta, mem, io)
+    return LayerCircuit(qc, n, T, layout, memory, phi, theta, alpha, mem, io)
 
 
 def embedding_angles(z: np.ndarray) -> np.ndarray:
@@ -113,13 +128,20 @@ def embedding_angles(z: np.ndarray) -> np.ndarray:
     return np.pi * np.maximum(np.asarray(z, dtype=np.float64), 0.0)
 
 
-def bind_matrix(lc: LayerCircuit, circuit: QuantumCircuit, z: np.ndarray, angles: np.ndarray) -> np.ndarray:
+def bind_matrix(
+    lc: LayerCircuit,
+    circuit: QuantumCircuit,
+    z: np.ndarray,
+    angles: np.ndarray,
+    memory_angles: np.ndarray | None = None,
+) -> np.ndarray:
     """Parameter array of one PUB: one row per sample, columns in ``circuit.parameters`` order.
 
     ``z``: (T, B, n) input currents. ``angles``: (3, n) (shared by every row) or (3, B, n) (one set of
     angles per row, for shifted variants), rows ent / mem / in, radians. ``circuit`` is ``lc.circuit`` or a
     transpiled copy of it (transpiling may reorder nothing but can drop a parameter: only present ones are
-    bound). Returns a (B, P) float64 array.
+    bound). ``memory_angles`` (B, n): the ``alpha`` of a circuit compiled with ``prepare_memory``.
+    Returns a (B, P) float64 array.
     """
     z = np.asarray(z, dtype=np.float64)
     if z.ndim != 3 or z.shape[0] != lc.T or z.shape[2] != lc.n:
@@ -137,6 +159,12 @@ def bind_matrix(lc: LayerCircuit, circuit: QuantumCircuit, z: np.ndarray, angles
         column[p] = phi_cols[:, i]
     for i, p in enumerate(lc.theta):
         column[p] = theta_cols[:, i]
+    if (lc.alpha is None) != (memory_angles is None):
+        raise ValueError("memory_angles must be given exactly when the circuit prepares the memory")
+    if lc.alpha is not None and memory_angles is not None:
+        alpha = np.broadcast_to(np.asarray(memory_angles, dtype=np.float64), (B, lc.n))
+        for i, p in enumerate(lc.alpha):
+            column[p] = alpha[:, i]
     params = list(circuit.parameters)
     unknown = [p.name for p in params if p not in column]
     if unknown:
@@ -170,6 +198,11 @@ def chunk_bounds(n: int, per_circuit: int) -> list[tuple[int, int]]:
     if per_circuit < 1:
         raise ValueError(f"neurons per circuit must be >= 1, got {per_circuit}")
     return [(a, min(a + per_circuit, n)) for a in range(0, n, per_circuit)]
+
+
+def memory_angle(bloch_y: np.ndarray, bloch_z: np.ndarray) -> np.ndarray:
+    """``alpha`` with ``RX(alpha)|0>`` = the pure memory state of Bloch vector ``(0, y, z)``, radians."""
+    return np.arctan2(-np.asarray(bloch_y, dtype=np.float64), np.asarray(bloch_z, dtype=np.float64))
 
 
 def angles_array(params: object, n: int | None = None) -> np.ndarray:

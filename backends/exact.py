@@ -1,4 +1,7 @@
-"""``exact``: the in-process engine ``sqsnn.neuron.sqs_layer`` (exact single-shot trajectories)."""
+"""``exact``: the in-process engine ``sqsnn.neuron.sqs_layer`` (exact single-shot trajectories).
+
+A prepared initial memory (``memory_angles``) runs ``sqsnn.neuron.sqs_step`` from that state instead.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import torch
 from backends.base import Availability, Capabilities, CircuitMode, JobState, LayerResult, SubmittedJob
 from backends.common import BaseBackend, check_inputs
 from backends.options import ExactOptions
-from sqsnn.neuron import SQSParams, sqs_layer
+from sqsnn.neuron import SQSParams, SQSState, sqs_layer, sqs_step
 
 
 class ExactBackend(BaseBackend):
@@ -52,6 +55,7 @@ class ExactBackend(BaseBackend):
         mode: CircuitMode = "quantum",
         seed: int | None = None,
         idempotency_key: str | None = None,
+        memory_angles: np.ndarray | None = None,
     ) -> SubmittedJob:
         zz, ang = check_inputs(z, angles)
         steps, batch, n = zz.shape
@@ -64,7 +68,21 @@ class ExactBackend(BaseBackend):
         full = np.array(np.broadcast_to(ang if ang.ndim == 3 else ang[:, None, :], (3, batch, n)))
         params = SQSParams(*(torch.as_tensor(full[j].reshape(batch * n), dtype=dtype) for j in range(3)))
         with torch.no_grad():
-            spikes, _ = sqs_layer(zt.contiguous(), params, mode, gen)
+            if memory_angles is None:
+                spikes, _ = sqs_layer(zt.contiguous(), params, mode, gen)
+            else:  # memory starts in RX(alpha)|0>: step by step from that state
+                alpha = torch.as_tensor(
+                    np.broadcast_to(np.asarray(memory_angles, dtype=np.float64), (batch, n)).reshape(
+                        1, batch * n
+                    ),
+                    dtype=dtype,
+                ).expand(shots, batch * n)
+                state = SQSState(-torch.sin(alpha), torch.cos(alpha), torch.zeros_like(alpha))
+                steps_out = []
+                for t in range(steps):
+                    s_t, _, state = sqs_step(zt[t], state, params, mode, gen)
+                    steps_out.append(s_t)
+                spikes = torch.stack(steps_out)
         out = spikes.reshape(steps, shots, batch, n).permute(0, 2, 1, 3).to(torch.float64).numpy()
         job = SubmittedJob(
             backend=self.name,

@@ -9,7 +9,8 @@ Two forms:
   ``rz``, ``h``, ``cnot``), ``measure`` and ``reset``. CRX is decomposed as
   ``h t; rz(a/2) t; cnot c,t; rz(-a/2) t; cnot c,t; h t`` (exact). Angles stay symbolic as
   ``input float`` declarations (``phi_<i>``, ``theta_<i>``: the indices of ``LayerCircuit.phi`` /
-  ``.theta``), so one program serves a whole batch; ``program_inputs`` gives each sample's values.
+  ``.theta``; ``alpha_<k>`` for a prepared memory), so one program serves a whole batch;
+  ``program_inputs`` gives each sample's values.
 
 Both forms use one classical register ``bit[n*T] spikes`` with bit ``t * n + k`` = neuron k at step t, and
 emit measurements in bit order, so a result row's columns are the bits in order.
@@ -44,7 +45,11 @@ def native_qasm(lc: LayerCircuit) -> str:
     lines = ["OPENQASM 3.0;"]
     lines += [f"input float {_phi(i)};" for i in range(T * n)]
     lines += [f"input float {_theta(i)};" for i in range(3 * n)]
+    if lc.alpha is not None:
+        lines += [f"input float alpha_{k};" for k in range(n)]
     lines += [f"qubit[{lc.num_qubits}] q;", f"bit[{n * T}] {CREG_NAME};"]
+    if lc.alpha is not None:
+        lines += [f"rx(alpha_{k}) q[{lc.memory_qubits[k]}];" for k in range(n)]
     for t in range(T):
         for k in range(n):
             m, q = lc.memory_qubits[k], lc.io_qubits[k][t]
@@ -71,10 +76,14 @@ def native_qasm(lc: LayerCircuit) -> str:
     return "\n".join(lines) + "\n"
 
 
-def program_inputs(lc: LayerCircuit, z: np.ndarray, angles: np.ndarray) -> list[dict[str, float]]:
-    """Per-sample ``inputs`` for ``native_qasm``: z (T, B, n), angles (3, n) or (3, B, n)."""
-    values = bind_matrix(lc, lc.circuit, z, angles)
+def program_inputs(
+    lc: LayerCircuit, z: np.ndarray, angles: np.ndarray, memory_angles: np.ndarray | None = None
+) -> list[dict[str, float]]:
+    """Per-sample ``inputs`` for ``native_qasm``: z (T, B, n), angles (3, n) or (3, B, n), memory_angles
+    (B, n) when the circuit prepares the memory."""
+    values = bind_matrix(lc, lc.circuit, z, angles, memory_angles)
     index = {p: i for i, p in enumerate(lc.circuit.parameters)}
     names = [(_phi(i), index[p]) for i, p in enumerate(lc.phi)]
     names += [(_theta(i), index[p]) for i, p in enumerate(lc.theta)]
+    names += [(f"alpha_{i}", index[p]) for i, p in enumerate(lc.alpha or [])]
     return [{name: float(row[col]) for name, col in names} for row in values]

@@ -32,7 +32,7 @@ class QiskitBackend(BaseBackend):
 
     def __init__(self) -> None:
         self._compiled: dict[
-            tuple[int, int, str], tuple[LayerCircuit, QuantumCircuit, dict[str, Any] | None]
+            tuple[int, int, str, bool], tuple[LayerCircuit, QuantumCircuit, dict[str, Any] | None]
         ] = {}
         self._jobs: dict[str, Any] = {}
 
@@ -60,13 +60,19 @@ class QiskitBackend(BaseBackend):
             raise KeyError(f"{self.name}: job {job.job_ids} was not submitted from this process") from None
 
     def compiled(
-        self, n: int, steps: int, mode: CircuitMode
+        self, n: int, steps: int, mode: CircuitMode, prepare_memory: bool = False
     ) -> tuple[LayerCircuit, QuantumCircuit, dict[str, Any] | None]:
-        key = (n, steps, mode)
+        key = (n, steps, mode, prepare_memory)
         if key not in self._compiled:
             if mode == "official":
                 raise BackendRefused(f"{self.name}: mode 'official' is a classical neuron and has no circuit")
-            lc = compile_layer(n, steps, layout=self.layout, memory=mode)  # type: ignore[arg-type]
+            lc = compile_layer(
+                n,
+                steps,
+                layout=self.layout,
+                memory=mode,
+                prepare_memory=prepare_memory,
+            )
             self._compiled[key] = (lc, *self._transpile(lc))
         return self._compiled[key]
 
@@ -79,6 +85,7 @@ class QiskitBackend(BaseBackend):
         mode: CircuitMode = "quantum",
         seed: int | None = None,
         idempotency_key: str | None = None,
+        memory_angles: np.ndarray | None = None,
     ) -> SubmittedJob:
         zz, ang = check_inputs(z, angles)
         steps, batch, n = zz.shape
@@ -88,9 +95,10 @@ class QiskitBackend(BaseBackend):
         calibration: dict[str, Any] = {}
         width = 0
         for a, b in chunks:
-            lc, circuit, cal = self.compiled(b - a, steps, mode)
+            lc, circuit, cal = self.compiled(b - a, steps, mode, memory_angles is not None)
             width = max(width, lc.num_qubits)
-            pubs.append((circuit, bind_matrix(lc, circuit, zz[:, :, a:b], ang[..., a:b]), shots))
+            mem = None if memory_angles is None else np.asarray(memory_angles)[..., a:b]
+            pubs.append((circuit, bind_matrix(lc, circuit, zz[:, :, a:b], ang[..., a:b], mem), shots))
             if cal is not None:
                 calibration[f"{a}:{b}"] = cal
         job = self._run(pubs, shots, seed, idempotency_key)
