@@ -211,7 +211,8 @@ def run_experiment(config: Path | str, *, log: Callable[[str], None] = print) ->
         )
         append_rows(out / CELLS, CELL_COLUMNS, [row])
         summary.ran.append(cell.key)
-    report(out)
+    if (out / CELLS).is_file():
+        report(out)
     if summary.remaining:
         log(f"{len(summary.remaining)} cell(s) left by max_total_seconds; run the same command to continue")
     return summary

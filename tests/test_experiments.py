@@ -1,0 +1,255 @@
+"""Experiment runner: grid expansion, budgets, resume, CSV records, table, figures and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from sqsnn.baselines.lif import lif_parameter_count
+from sqsnn.experiments import load_config, report, run_experiment
+from sqsnn.experiments.cli import experiment_app
+from sqsnn.experiments.config import ConfigError
+
+GRID = """
+name = "tiny"
+results_dir = "{results}"
+datasets = ["digits"]
+seeds = [0, 1]
+
+[budget]
+max_epochs = 1
+
+[dataset_options.digits]
+classes = [0, 1]
+limit_train = 40
+limit_test = 20
+
+[[models]]
+label = "SQSNN"
+kind = "sqsnn"
+hidden = [4]
+modes = ["quantum", "memoryless"]
+method = "bptt"
+train = {{ epochs = 3, batch_size = 20, T = 3 }}
+
+[[models]]
+label = "SQSNN local"
+kind = "sqsnn"
+hidden = [4]
+modes = ["official"]
+method = "local"
+network = {{ direct = true }}
+train = {{ estimator = "chain", epochs = 1, batch_size = 20, T = 3 }}
+
+[[models]]
+label = "LIF"
+kind = "lif"
+hidden = [4]
+match_parameters = "SQSNN"
+train = {{ epochs = 1, batch_size = 20, T = 3 }}
+
+[[models]]
+label = "QLIF"
+kind = "qlif"
+hidden = [4]
+train = {{ epochs = 1, batch_size = 20, T = 3 }}
+"""
+
+
+def _flat(output: str) -> str:
+    """CLI output with rich's box drawing and line wrapping removed."""
+    return " ".join(output.replace("│", " ").split())
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "grid.toml"
+    path.write_text(text.format(results=(tmp_path / "results").as_posix()))
+    return path
+
+
+def test_grid_runs_every_cell_and_writes_records_table_and_figures(tmp_path: Path) -> None:
+    config = _write_config(tmp_path, GRID)
+    summary = run_experiment(config, log=lambda _: None)
+    assert len(summary.ran) == 2 * 2 + 2 + 2 + 2 and not summary.skipped
+    results = tmp_path / "results"
+    cells = _rows(results / "cells.csv")
+    assert {c["key"] for c in cells} == set(summary.ran)
+    by_label = {(c["label"], c["mode"], c["seed"]): c for c in cells}
+    sqsnn = by_label[("SQSNN", "quantum", "0")]
+    assert sqsnn["epochs"] == "1", "max_epochs caps the configured 3 epochs"
+    assert int(sqsnn["num_parameters"]) == 64 * 4 + 4 * 2 + 3 * 6
+    lif = by_label[("LIF", "-", "0")]
+    sizes = [int(float(s)) for s in lif["sizes"].split(";")]
+    assert int(lif["num_parameters"]) == lif_parameter_count(sizes, bias=True)
+    assert abs(int(lif["num_parameters"]) - int(sqsnn["num_parameters"])) <= (64 + 2 + 1) / 2
+    assert by_label[("SQSNN local", "official", "1")]["estimator"] == "chain"
+    for c in cells:
+        assert 0.0 <= float(c["test_accuracy"]) <= 1.0
+        assert c["command"] == f"sqsnn experiment run {config}"
+    epochs = _rows(results / "epochs.csv")
+    assert len(epochs) == len(cells)
+    neurons = _rows(results / "neurons.csv")
+    assert {(n["key"], n["layer"]) for n in neurons} >= {(sqsnn["key"], "0"), (sqsnn["key"], "1")}
+    assert all(0.0 <= float(n["rate"]) <= 1.0 for n in neurons)
+    table = (results / "results.md").read_text()
+    assert table.count("| digits |") == 5  # one row per (model, mode, method), seeds aggregated
+    assert "local (chain), direct synapses" in table
+    figures = sorted(p.name for p in (results / "figures").iterdir())
+    assert "accuracy_digits.png" in figures
+    assert sum(name.startswith("raster_") for name in figures) == 5
+    assert sum(name.startswith("rates_") for name in figures) == 5
+    assert all((results / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in figures)
+
+    # report() rebuilds the same table from the CSV files alone
+    (results / "results.md").unlink()
+    out = report(results, tmp_path / "docs" / "results.md")
+    assert out.read_text().replace("../results/figures/", "figures/") == table
+    assert "](../results/figures/raster_" in out.read_text()
+
+
+def test_interrupted_run_resumes_from_checkpoint_and_skips_finished_cells(tmp_path: Path) -> None:
+    text = """
+results_dir = "{results}"
+datasets = ["digits"]
+seeds = [0, 1]
+[dataset_options.digits]
+classes = [0, 1]
+limit_train = 40
+limit_test = 20
+[[models]]
+label = "S"
+kind = "sqsnn"
+hidden = [4]
+train = {{ epochs = 2, batch_size = 20, T = 3 }}
+"""
+    config = _write_config(tmp_path, text)
+    reference_dir = tmp_path / "reference"
+    reference_dir.mkdir()
+    reference = run_experiment(_write_config(reference_dir, text), log=lambda _: None)
+    assert len(reference.ran) == 2
+
+    class Interrupt(Exception):
+        pass
+
+    def interrupt_in_second_cell(message: str) -> None:
+        if "seed1 epoch 1" in message:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_experiment(config, log=interrupt_in_second_cell)
+    assert len(_rows(tmp_path / "results" / "cells.csv")) == 1
+    messages: list[str] = []
+    summary = run_experiment(config, log=messages.append)
+    assert summary.skipped == ["S/quantum/bptt/digits/seed0"]
+    assert summary.ran == ["S/quantum/bptt/digits/seed1"]
+    assert any("resuming S/quantum/bptt/digits/seed1 after epoch 1" in m for m in messages)
+    got = {r["key"]: r["test_accuracy"] for r in _rows(tmp_path / "results" / "cells.csv")}
+    want = {r["key"]: r["test_accuracy"] for r in _rows(reference_dir / "results" / "cells.csv")}
+    assert got == want, "a resumed cell ends exactly where an uninterrupted one does"
+    assert run_experiment(config, log=lambda _: None).ran == []
+
+
+def test_total_budget_leaves_cells_for_the_next_run(tmp_path: Path) -> None:
+    text = GRID.replace("max_epochs = 1", "max_epochs = 1\nmax_total_seconds = 0")
+    summary = run_experiment(_write_config(tmp_path, text), log=lambda _: None)
+    assert summary.ran == [] and len(summary.remaining) == 10
+
+
+def _idx(array: np.ndarray) -> bytes:
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def test_full_mnist_family_rows_from_idx_files(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for name in ("mnist", "fmnist", "kmnist"):
+        folder = tmp_path / "data" / name
+        folder.mkdir(parents=True)
+        files = {
+            "train-images-idx3-ubyte": rng.integers(0, 256, size=(30, 28, 28)),
+            "train-labels-idx1-ubyte": np.arange(30) % 10,
+            "t10k-images-idx3-ubyte": rng.integers(0, 256, size=(20, 28, 28)),
+            "t10k-labels-idx1-ubyte": np.arange(20) % 10,
+        }
+        for file_name, array in files.items():
+            (folder / f"{file_name}.gz").write_bytes(gzip.compress(_idx(array)))
+    text = f"""
+results_dir = "{(tmp_path / "results").as_posix()}"
+data_dir = "{(tmp_path / "data").as_posix()}"
+datasets = ["mnist", "fmnist", "kmnist"]
+seeds = [0]
+[[models]]
+label = "SQSNN"
+kind = "sqsnn"
+hidden = [8]
+train = {{ epochs = 1, batch_size = 15, T = 2 }}
+[[models]]
+label = "QLIF"
+kind = "qlif"
+hidden = [8]
+train = {{ epochs = 1, batch_size = 15, T = 2 }}
+"""
+    config = tmp_path / "mnist.toml"
+    config.write_text(text)
+    run_experiment(config, log=lambda _: None)
+    cells = _rows(tmp_path / "results" / "cells.csv")
+    assert sorted((c["dataset"], c["label"]) for c in cells) == sorted(
+        (d, m) for d in ("mnist", "fmnist", "kmnist") for m in ("SQSNN", "QLIF")
+    )
+    assert all(c["sizes"] == "784;8;10" for c in cells)
+    table = (tmp_path / "results" / "results.md").read_text()
+    for name in ("mnist", "fmnist", "kmnist"):
+        assert f"| {name} | SQSNN | quantum | BPTT | 784-8-10 |" in table
+
+
+@pytest.mark.parametrize(
+    ("snippet", "message"),
+    [
+        ('\n[[models]]\nlabel = "X"\nkind = "lif"\nhidden = [4]\nmodes = ["quantum"]\n', "modes applies"),
+        (
+            '\n[[models]]\nlabel = "X"\nkind = "qlif"\nhidden = [4]\nmethod = "local"\n',
+            "local rule trains SQSNNs",
+        ),
+        ('\n[[models]]\nlabel = "X"\nkind = "sqsnn"\nhidden = [4]\ntrain = {{ lr_typo = 1 }}\n', "lr_typo"),
+        (
+            '\n[[models]]\nlabel = "X"\nkind = "lif"\nhidden = [4]\nmatch_parameters = "nope"\n',
+            "names no model",
+        ),
+        ('\n[[models]]\nlabel = "X"\nkind = "sqsnn"\nhidden = [4]\nmodes = ["classical"]\n', "memory modes"),
+        ('\n[[models]]\nlabel = "SQSNN"\nkind = "lif"\nhidden = [4]\n', "unique"),
+    ],
+)
+def test_bad_configurations_are_refused_naming_the_key(tmp_path: Path, snippet: str, message: str) -> None:
+    path = _write_config(tmp_path, GRID + snippet)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_cli_run_and_report(tmp_path: Path) -> None:
+    text = GRID.replace("seeds = [0, 1]", "seeds = [0]").replace('modes = ["quantum", "memoryless"]', "")
+    config = _write_config(tmp_path, text)
+    runner = CliRunner()
+    result = runner.invoke(experiment_app, ["run", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "ran 4, skipped 0, left 0" in result.output
+    out = tmp_path / "table.md"
+    result = runner.invoke(experiment_app, ["report", str(tmp_path / "results"), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and "| digits | QLIF |" in out.read_text()
+    missing = runner.invoke(experiment_app, ["report", str(tmp_path / "nowhere")])
+    assert missing.exit_code != 0 and "sqsnn experiment run" in _flat(missing.output)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('results_dir = "x"\ndatasets = ["digits"]\nmodels = []\ncolour = 1\n')
+    refused = runner.invoke(experiment_app, ["run", str(bad)])
+    assert refused.exit_code != 0 and "unknown key(s) colour" in _flat(refused.output)
