@@ -113,9 +113,7 @@ def initial_memory(shape: tuple[int, ...], n_mem: int, device: torch.device | No
     return sigma
 
 
-def kraus_trajectory(
-    z: Tensor, params: GeneralParams, generator: torch.Generator | None
-) -> tuple[Tensor, Tensor]:
+def kraus_trajectory(z: Tensor, params: GeneralParams, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Single-shot trajectories of general neurons.
 
     Args:
@@ -126,7 +124,7 @@ def kraus_trajectory(
         ``(spikes, probs)``: spikes ``(T, ..., N)`` in {0, 1} and the per-qubit spike probabilities
         ``(T, ..., N)`` given the sampled history (marginals of the outcome distribution).
     """
-    layers, n_io, n_mem = params.sizes
+    _, n_io, n_mem = params.sizes
     steps = z.shape[0]
     batch = torch.broadcast_shapes(z.shape[1:-1], params.theta_ent.shape[:-3])
     sigma = initial_memory(batch, n_mem, z.device)
@@ -155,14 +153,14 @@ def joint_distribution(z: Tensor, params: GeneralParams) -> Tensor:
     Returns:
         ``(..., 2**(N*T))``; history index ``sum_t k_t * (2**N)**t`` with k_t the outcome index at step t.
     """
-    layers, n_io, n_mem = params.sizes
+    n_mem = params.sizes[2]
     steps = z.shape[-2]
     batch = torch.broadcast_shapes(z.shape[:-2], params.theta_ent.shape[:-3])
     sigma = initial_memory(batch + (1,), n_mem, z.device)
     for t in range(steps):
         kraus = kraus_operators(z[..., t, :], params)  # (..., K, D, D)
-        branched = kraus[..., :, None, :, :] @ sigma[..., None, :, :, :] @ kraus.conj().transpose(-1, -2)[
-            ..., :, None, :, :
-        ]  # (..., K, H, D, D)
+        branched = (
+            kraus[..., :, None, :, :] @ sigma[..., None, :, :, :] @ kraus.conj().transpose(-1, -2)[..., :, None, :, :]
+        )  # (..., K, H, D, D)
         sigma = branched.reshape(batch + (-1,) + branched.shape[-2:])
     return torch.diagonal(sigma, dim1=-2, dim2=-1).real.sum(-1)

@@ -106,9 +106,7 @@ def spike_probability(z: Tensor, state: SQSState, params: SQSParams, mode: Memor
     if mode == "memoryless":
         return torch.sin(0.5 * a0) ** 2
     a1 = a0 + params.theta_ent
-    return 0.5 * (1 + state.bloch_z) * torch.sin(0.5 * a0) ** 2 + 0.5 * (1 - state.bloch_z) * torch.sin(
-        0.5 * a1
-    ) ** 2
+    return 0.5 * (1 + state.bloch_z) * torch.sin(0.5 * a0) ** 2 + 0.5 * (1 - state.bloch_z) * torch.sin(0.5 * a1) ** 2
 
 
 def _surrogate_slope(p: Tensor, surrogate: Surrogate) -> Tensor:
@@ -177,11 +175,16 @@ def sqs_step(
     return _with_surrogate(hard, p, surrogate), p, next_state(z, state, params, mode, hard)
 
 
+def _numpy(t: Tensor) -> Any:
+    """A float64, C-contiguous numpy view (or copy) of a CPU tensor."""
+    return t.detach().to(torch.float64).contiguous().numpy()
+
+
 class _SQSLayerFn(torch.autograd.Function):
-    """Whole-sample SQS layer with a hand-written backward pass (BPTT through the memory)."""
+    """Whole-sample SQS layer on the CPU: fused numba kernels forward and backward (BPTT through the memory)."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         z: Tensor,
         theta_ent: Tensor,
@@ -191,131 +194,73 @@ class _SQSLayerFn(torch.autograd.Function):
         surrogate: str,
         generator: torch.Generator | None,
     ) -> tuple[Tensor, Tensor]:
+        from sqsnn import kernels
+
         steps, batch, n = z.shape
-        active = z > 0
-        phi = math.pi * torch.where(active, z, torch.zeros((), dtype=z.dtype))
-        spikes = torch.empty_like(z)
-        probs = torch.empty_like(z)
-        if mode == "official":
-            last = torch.zeros(batch, n, dtype=z.dtype, device=z.device)
-            base = phi + (theta_mem + theta_in)
-            angle = torch.empty_like(z)
-            for t in range(steps):
-                angle[t] = base[t] + theta_ent * last
-                p = torch.sin(0.5 * angle[t]).square_()
-                probs[t] = p
-                last = (torch.rand(p.shape, generator=generator, dtype=z.dtype, device=z.device) < p).to(z.dtype)
-                spikes[t] = last
-            ctx.save_for_backward(active, angle, probs, spikes)
-        elif mode == "memoryless":
-            angle = phi + theta_in
-            torch.sin(0.5 * angle, out=probs).square_()
-            u = torch.stack(
-                [torch.rand((batch, n), generator=generator, dtype=z.dtype, device=z.device) for _ in range(steps)]
-            )
-            spikes = (u < probs).to(z.dtype)
-            ctx.save_for_backward(active, angle, probs, spikes)
-        else:
-            a0 = phi + theta_in
-            h0 = 0.5 * a0
-            h1 = h0 + 0.5 * theta_ent
-            sin0, cos0, sin1, cos1 = torch.sin(h0), torch.cos(h0), torch.sin(h1), torch.cos(h1)
-            pk0, pk1 = sin0.square(), sin1.square()
-            ys = torch.empty_like(z)
-            zs = torch.empty_like(z)
-            yp_all = torch.empty_like(z)
-            zp_all = torch.empty_like(z)
-            norms = torch.empty_like(z)
-            cm, sm = torch.cos(theta_mem), torch.sin(theta_mem)
-            y = torch.zeros(batch, n, dtype=z.dtype, device=z.device)
-            zb = torch.ones_like(y)
-            for t in range(steps):
-                ys[t], zs[t] = y, zb
-                q0 = 0.5 * (1 + zb)
-                q1 = 1 - q0
-                p = q0 * pk0[t] + q1 * pk1[t]
-                probs[t] = p
-                fired = torch.rand(p.shape, generator=generator, dtype=z.dtype, device=z.device) < p
-                spikes[t] = fired
-                e0 = torch.where(fired, sin0[t], cos0[t])
-                e1 = torch.where(fired, sin1[t], cos1[t])
-                m0 = e0 * e0 * q0
-                m1 = e1 * e1 * q1
-                norm = m0 + m1
-                z_pre = (m0 - m1) / norm
-                y_pre = e0 * e1 * y / norm
-                norms[t], yp_all[t], zp_all[t] = norm, y_pre, z_pre
-                y = y_pre * cm - z_pre * sm
-                zb = y_pre * sm + z_pre * cm
-            ctx.save_for_backward(
-                active, spikes, probs, sin0, cos0, sin1, cos1, ys, zs, yp_all, zp_all, norms, theta_mem
-            )
+        # one (B, n) draw per step, exactly as sqs_step does
+        u = torch.stack([torch.rand((batch, n), generator=generator, dtype=torch.float64) for _ in range(steps)])
+        angles = [_numpy(a) for a in (theta_ent, theta_mem, theta_in)]
+        z_np = _numpy(z).reshape(steps, batch * n)
+        spikes, probs, *memory = kernels.layer_forward(  # type: ignore[call-arg]
+            z_np, u.numpy().reshape(steps, batch * n), *angles, kernels.MODE_CODES[mode]
+        )
+        ctx.arrays = (z_np, spikes, probs, *memory, *angles)
         ctx.mode = mode
         ctx.surrogate = surrogate
-        return spikes, probs
+        ctx.shape = (steps, batch, n)
+        ctx.dtype = z.dtype
+        as_tensor = [torch.from_numpy(a).reshape(steps, batch, n).to(z.dtype) for a in (spikes, probs)]
+        return as_tensor[0], as_tensor[1]
 
     @staticmethod
-    def backward(ctx: Any, g_spikes: Tensor, g_probs: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        mode: str = ctx.mode
-        saved = ctx.saved_tensors
-        active = saved[0]
-        if mode in ("official", "memoryless"):
-            _, angle, probs, spikes = saved
-            g_angle = (g_probs + g_spikes * _surrogate_slope(probs, ctx.surrogate)) * 0.5 * torch.sin(angle)
-            g_z = math.pi * g_angle * active
-            g_in = g_angle.sum(dim=(0, 1))
-            if mode == "memoryless":
-                return g_z, torch.zeros_like(g_in), torch.zeros_like(g_in), g_in, None, None, None
-            # official: theta_ent multiplies the stored previous spike, which carries no gradient itself
-            g_ent = (g_angle[1:] * spikes[:-1]).sum(dim=(0, 1))
-            return g_z, g_ent, g_in, g_in, None, None, None
-        (_, spikes, probs, sin0, cos0, sin1, cos1, ys, zs, yp_all, zp_all, norms, theta_mem) = saved
-        steps = spikes.shape[0]
-        g_p_all = g_probs + g_spikes * _surrogate_slope(probs, ctx.surrogate)
-        cm, sm = torch.cos(theta_mem), torch.sin(theta_mem)
-        g_a0 = torch.empty_like(probs)
-        g_a1 = torch.empty_like(probs)
-        g_mem = torch.zeros_like(theta_mem)
-        g_y = torch.zeros_like(probs[0])
-        g_zb = torch.zeros_like(probs[0])
-        for t in range(steps - 1, -1, -1):
-            fired = spikes[t] > 0
-            y, zb = ys[t], zs[t]
-            y_pre, z_pre, norm = yp_all[t], zp_all[t], norms[t]
-            # rotation RX(theta_mem) of the Bloch (y, z) pair
-            y_next = y_pre * cm - z_pre * sm
-            z_next = y_pre * sm + z_pre * cm
-            g_mem += (g_zb * y_next - g_y * z_next).sum(dim=0)
-            g_ypre = g_y * cm + g_zb * sm
-            g_zpre = g_zb * cm - g_y * sm
-            # normalisation: z_pre = (m0 - m1)/norm, y_pre = e0 e1 y / norm, norm = m0 + m1
-            e0 = torch.where(fired, sin0[t], cos0[t])
-            e1 = torch.where(fired, sin1[t], cos1[t])
-            g_norm = -(g_ypre * y_pre + g_zpre * z_pre) / norm
-            g_m0 = g_zpre / norm + g_norm
-            g_m1 = g_norm - g_zpre / norm
-            q0 = 0.5 * (1 + zb)
-            q1 = 1 - q0
-            g_e0 = g_ypre * e1 * y / norm + 2 * e0 * q0 * g_m0
-            g_e1 = g_ypre * e0 * y / norm + 2 * e1 * q1 * g_m1
-            g_q0 = g_m0 * e0 * e0
-            g_q1 = g_m1 * e1 * e1
-            g_y = g_ypre * e0 * e1 / norm
-            # probability p = q0 sin^2(h0) + q1 sin^2(h1)
-            g_p = g_p_all[t]
-            g_q0 = g_q0 + g_p * sin0[t] * sin0[t]
-            g_q1 = g_q1 + g_p * sin1[t] * sin1[t]
-            g_zb = 0.5 * (g_q0 - g_q1)
-            # d e/d h: sin -> cos, cos -> -sin; d/d a = 1/2 d/d h
-            de0 = torch.where(fired, cos0[t], -sin0[t])
-            de1 = torch.where(fired, cos1[t], -sin1[t])
-            g_a0[t] = 0.5 * (g_e0 * de0 + 2 * g_p * q0 * sin0[t] * cos0[t])
-            g_a1[t] = 0.5 * (g_e1 * de1 + 2 * g_p * q1 * sin1[t] * cos1[t])
-        g_phi = g_a0 + g_a1
-        g_z = math.pi * g_phi * active
-        g_in = g_phi.sum(dim=(0, 1))
-        g_ent = g_a1.sum(dim=(0, 1))
-        return g_z, g_ent, g_mem, g_in, None, None, None
+    def backward(ctx: Any, g_spikes: Tensor, g_probs: Tensor) -> tuple[Tensor | None, ...]:
+        from sqsnn import kernels
+
+        z_np, spikes, probs, ys, zs, half_sin, half_cos, te, tm, ti = ctx.arrays
+        steps, batch, n = ctx.shape
+        flat = (steps, batch * n)
+        g_z, acc_in, acc_ent, acc_mem = kernels.layer_backward(
+            z_np,
+            spikes,
+            probs,
+            ys,
+            zs,
+            half_sin,
+            half_cos,
+            _numpy(g_spikes).reshape(flat),
+            _numpy(g_probs).reshape(flat),
+            te,
+            tm,
+            ti,
+            kernels.MODE_CODES[ctx.mode],
+            ctx.surrogate == "sigmoid",
+        )
+
+        def per_neuron(acc: Any) -> Tensor:
+            return torch.from_numpy(acc).reshape(batch, n).sum(0).to(ctx.dtype)
+
+        g_in = per_neuron(acc_in)
+        if ctx.mode == "quantum":
+            g_ent, g_mem = per_neuron(acc_ent), per_neuron(acc_mem)
+        elif ctx.mode == "official":
+            g_ent, g_mem = per_neuron(acc_ent), g_in
+        else:
+            g_ent, g_mem = torch.zeros_like(g_in), torch.zeros_like(g_in)
+        g_z_t = torch.from_numpy(g_z).reshape(steps, batch, n).to(ctx.dtype)
+        return g_z_t, g_ent, g_mem, g_in, None, None, None
+
+
+def _stepwise_layer(
+    z: Tensor, params: SQSParams, mode: MemoryMode, generator: torch.Generator | None, surrogate: Surrogate
+) -> tuple[Tensor, Tensor]:
+    """:func:`sqs_layer` by T calls of :func:`sqs_step` under autograd (any device)."""
+    state = initial_state(z.shape[1], z.shape[2], dtype=z.dtype, device=z.device)
+    spikes, probs = [], []
+    for t in range(z.shape[0]):
+        s, p, state = sqs_step(z[t], state, params, mode, generator, surrogate)
+        spikes.append(s)
+        probs.append(p)
+    return torch.stack(spikes), torch.stack(probs)
 
 
 def sqs_layer(
@@ -327,8 +272,9 @@ def sqs_layer(
 ) -> tuple[Tensor, Tensor]:
     """Run a layer of n SQS neurons over a whole sample, memory reset to ``|0>`` at the start.
 
-    Equal in value and gradient to :func:`sqs_step` applied T times (same generator draws), but with a
-    hand-written backward pass through time, which is several times faster than plain autograd.
+    Equal in value and gradient to :func:`sqs_step` applied T times (same generator draws). On the CPU
+    it runs fused kernels (:mod:`sqsnn.kernels`) with a hand-written backward pass through time; on other
+    devices it falls back to the step-by-step autograd loop.
 
     Args:
         z: input currents ``(T, B, n)``.
@@ -345,6 +291,8 @@ def sqs_layer(
     check_surrogate(surrogate)
     if z.dim() != 3:
         raise ValueError(f"z must be (T, B, n); got shape {tuple(z.shape)}")
+    if z.device.type != "cpu":
+        return _stepwise_layer(z, params, mode, generator, surrogate)
     spikes, probs = _SQSLayerFn.apply(
         z, params.theta_ent, params.theta_mem, params.theta_in, mode, surrogate, generator
     )

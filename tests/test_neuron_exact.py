@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from sqsnn.kraus import GeneralParams, joint_distribution, kraus_operators, outcome_probabilities
+from sqsnn.kraus import GeneralParams, joint_distribution, kraus_operators
 from sqsnn.neuron import SQSParams, initial_state, next_state, spike_probability, spike_train_distribution
 
 I2 = np.eye(2)

@@ -95,7 +95,9 @@ def test_probability_gradients_match_finite_differences(mode: str) -> None:
     """d/dθ and d/dz of a weighted sum of the p_t along a fixed sampled history (memory included)."""
     n, batch = 4, 6
     z0, params = make_layer(n, seed=5)
-    z = z0[:, None, :] + 0.3 * torch.randn(STEPS, batch, n, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    z = z0[:, None, :] + 0.3 * torch.randn(
+        STEPS, batch, n, dtype=torch.float64, generator=torch.Generator().manual_seed(2)
+    )
     weights = torch.randn(STEPS, batch, n, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
 
     def objective(zz: torch.Tensor, pp: SQSParams) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,233 @@
+"""The ``sqsnn`` command line.
+
+Science commands live here (``train``, ``evaluate``, ``datasets``, ``experiment``). Packages that sit
+above :mod:`sqsnn` (the backends, the service) add their own commands through the ``sqsnn.cli`` entry-point
+group, so this module never imports them: the dependency arrow keeps pointing from them to here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(
+    name="sqsnn",
+    help="Stochastic quantum spiking neural networks: train, evaluate, run on quantum backends, serve.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+
+DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="digits, mnist-5k, mnist, fmnist, kmnist, mnist-dvs")]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Directory with dataset files (else $SQSNN_DATA_DIR).", envvar="SQSNN_DATA_DIR"),
+]
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code=2)
+
+
+def _parse_hidden(hidden: str) -> list[int]:
+    try:
+        widths = [int(h) for h in hidden.split(",") if h.strip()] if hidden.strip() else []
+    except ValueError:
+        _fail(f"--hidden takes comma-separated widths such as 128 or 256,128; got {hidden!r}")
+        raise
+    if any(w < 1 for w in widths):
+        _fail(f"--hidden widths must be positive; got {hidden!r}")
+    return widths
+
+
+@app.command()
+def train(
+    dataset: DatasetOpt = "digits",
+    hidden: Annotated[str, typer.Option(help="Hidden widths, comma-separated ('' for none).")] = "128",
+    epochs: Annotated[int, typer.Option(min=1)] = 5,
+    mode: Annotated[str, typer.Option(help="quantum, memoryless or official")] = "quantum",
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    lr: Annotated[float, typer.Option(min=0.0)] = 3e-3,
+    steps: Annotated[int, typer.Option("--T", min=1, help="Time steps per sample.")] = 5,
+    p_max: Annotated[float, typer.Option(help="Rate-coding ceiling.")] = 0.5,
+    loss: Annotated[str, typer.Option(help="counts or probs")] = "counts",
+    logit_scale: Annotated[float, typer.Option(help="Scale of the output rates inside the softmax.")] = 3.0,
+    surrogate: Annotated[str, typer.Option(help="sigmoid or straight-through")] = "sigmoid",
+    bias: Annotated[bool, typer.Option(help="Trainable bias currents.")] = False,
+    direct: Annotated[bool, typer.Option(help="Direct input-to-output synapses.")] = False,
+    seed: int = 0,
+    limit_train: Annotated[int | None, typer.Option(help="Use a stratified subset of the training set.")] = None,
+    data_dir: DataDirOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Write the trained model here (.pt).")] = None,
+) -> None:
+    """Train an SQSNN with surrogate-gradient BPTT and print test accuracy, spike rates and parameters."""
+    from sqsnn.datasets import load_dataset
+    from sqsnn.network import NetworkConfig, SQSNetwork
+    from sqsnn.training.bptt import TrainConfig
+    from sqsnn.training.bptt import train as run_training
+
+    try:
+        data = load_dataset(dataset, data_dir, limit_train=limit_train)
+        if data.kind == "frames":
+            steps = int(data.x_train.shape[1])
+        net = SQSNetwork(
+            NetworkConfig(
+                sizes=[data.n_features, *_parse_hidden(hidden), data.n_classes],
+                mode=mode,  # type: ignore[arg-type]
+                bias=bias,
+                direct=direct,
+                surrogate=surrogate,  # type: ignore[arg-type]
+                seed=seed,
+            )
+        )
+        config = TrainConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            loss=loss,  # type: ignore[arg-type]
+            logit_scale=logit_scale,
+            T=steps,
+            p_max=p_max,
+            seed=seed,
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+        raise
+    console.print(
+        f"[bold]{dataset}[/bold] {data.x_train.shape[0]} train / {data.x_test.shape[0]} test · network "
+        f"{'-'.join(map(str, net.config.sizes))} · mode {mode} · T {config.T} · "
+        f"{net.num_parameters():,} parameters"
+    )
+    batches = -(-len(data.y_train) // batch_size)
+    with Progress(
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("train", total=batches * epochs, epoch=1, loss=float("nan"))
+
+        def on_batch(epoch: int, index: int, value: float) -> None:
+            progress.update(task, advance=1, epoch=epoch, loss=value)
+
+        def on_epoch(metrics: Any, _checkpoint: Any) -> None:
+            progress.console.print(
+                f"epoch {metrics.epoch}: train loss {metrics.train_loss:.3f}, train acc "
+                f"{metrics.train_accuracy:.2%}, test acc {metrics.test_accuracy:.2%}, spike rates "
+                f"{', '.join(f'{r:.3f}' for r in metrics.spike_rates)} ({metrics.seconds:.1f} s)"
+            )
+
+        result = run_training(net, data, config, on_batch=on_batch, on_epoch=on_epoch)
+    table = Table(title="result")
+    for column in ("test accuracy", "spike rate per layer", "parameters"):
+        table.add_column(column)
+    table.add_row(
+        f"{result.test_accuracy:.2%}",
+        " / ".join(f"{r:.3f}" for r in result.spike_rates),
+        f"{net.num_parameters():,}",
+    )
+    console.print(table)
+    if out is not None:
+        net.save(
+            out,
+            dataset=dataset,
+            train_config=dataclasses.asdict(config),
+            metrics=[dataclasses.asdict(m) for m in result.metrics],
+            test_accuracy=result.test_accuracy,
+        )
+        console.print(f"model written to {out}")
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A model file written by 'sqsnn train --out'.")],
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Default: the training dataset.")] = None,
+    seed: int = 1,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Evaluate a saved model on a dataset's test split (single-shot)."""
+    import torch
+
+    from sqsnn.datasets import load_dataset
+    from sqsnn.network import load_model
+    from sqsnn.training.bptt import evaluate as run_eval
+
+    try:
+        model, meta = load_model(checkpoint)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(f"{exc} (write one with 'sqsnn train --out model.pt')")
+        raise
+    name = dataset or meta.get("dataset")
+    if name is None:
+        _fail("the checkpoint does not record its dataset; pass --dataset")
+    train_config = meta.get("train_config", {})
+    try:
+        data = load_dataset(str(name), data_dir)
+    except ValueError as exc:
+        _fail(str(exc))
+        raise
+    result = run_eval(
+        model,  # type: ignore[arg-type]
+        data.x_test,
+        data.y_test,
+        data.kind,
+        T=int(train_config.get("T", 5)),
+        p_max=float(train_config.get("p_max", 0.5)),
+        generator=torch.Generator().manual_seed(seed),
+    )
+    console.print(
+        f"{name}: test accuracy {result.accuracy:.2%}, spike rates "
+        f"{', '.join(f'{r:.3f}' for r in result.spike_rates)}, {model.num_parameters():,} parameters"  # type: ignore[operator]
+    )
+
+
+@app.command()
+def datasets() -> None:
+    """List the datasets, where their files come from and how they are split."""
+    from sqsnn.datasets import list_datasets
+
+    table = Table()
+    fields = [f.name for f in dataclasses.fields(list_datasets()[0])]
+    for name in fields:
+        table.add_column(name)
+    for info in list_datasets():
+        table.add_row(*(str(getattr(info, f)) for f in fields))
+    console.print(table)
+
+
+def _mount_plugins() -> None:
+    """Add the sub-commands other installed packages register under the ``sqsnn.cli`` entry points."""
+    if os.environ.get("SQSNN_NO_PLUGINS"):
+        return
+    for entry in entry_points(group="sqsnn.cli"):
+        try:
+            obj = entry.load()
+        except ImportError as exc:  # an optional extra is not installed
+            console.print(f"[yellow]note:[/yellow] '{entry.name}' commands unavailable ({exc})", style="dim")
+            continue
+        if isinstance(obj, typer.Typer):
+            app.add_typer(obj, name=entry.name)
+        else:
+            app.command(name=entry.name)(obj)
+
+
+def main() -> None:
+    """Console entry point."""
+    _mount_plugins()
+    app()
+
+
+if __name__ == "__main__":
+    main()

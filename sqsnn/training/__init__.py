@@ -1,0 +1,1 @@
+"""Training: surrogate-gradient BPTT (:mod:`sqsnn.training.bptt`) and the local rule."""
