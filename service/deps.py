@@ -56,9 +56,7 @@ def get_owner(
         )
     owner = owner_of(session, settings, creds.credentials)
     if owner is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "invalid API key", headers={"WWW-Authenticate": "Bearer"}
-        )
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
     return owner
 
 

@@ -25,7 +25,9 @@ class JobsByState(Collector):
         """Yield one gauge family."""
         family = GaugeMetricFamily("sqsnn_jobs", "Jobs per state", labels=["state"])
         with self.sessions() as s:
-            counts = dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).tuples().all())
+            counts: dict[str, int] = {
+                state: n for state, n in s.execute(select(Job.state, func.count()).group_by(Job.state))
+            }
         for state in JOB_STATES:
             family.add_metric([state], counts.get(state, 0))
         yield family
@@ -42,14 +44,10 @@ class AppMetrics:
         self.latency = Histogram(
             "sqsnn_http_request_seconds", "HTTP request latency", ["method", "route"], registry=self.registry
         )
-        self.jobs_submitted = Counter(
-            "sqsnn_jobs_submitted", "Jobs submitted", ["kind"], registry=self.registry
-        )
+        self.jobs_submitted = Counter("sqsnn_jobs_submitted", "Jobs submitted", ["kind"], registry=self.registry)
         self.registry.register(JobsByState(sessions))
 
-    async def middleware(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+    async def middleware(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         """Count and time every request by its route template (not the raw path)."""
         start = time.perf_counter()
         response = await call_next(request)

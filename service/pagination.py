@@ -31,7 +31,5 @@ def page(stmt: Select[Any], model: Any, cursor: str | None, limit: int) -> Selec
     """Apply ordering, the cursor and ``limit + 1`` (the extra row says whether a next page exists)."""
     if cursor:
         created, row_id = decode_cursor(cursor)
-        stmt = stmt.where(
-            or_(model.created_at < created, and_(model.created_at == created, model.id < row_id))
-        )
+        stmt = stmt.where(or_(model.created_at < created, and_(model.created_at == created, model.id < row_id)))
     return stmt.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)

@@ -30,10 +30,7 @@ def _fetch(app: FastAPI, job_id: str, after: int) -> tuple[str, list[dict[str, A
     with app.state.sessions() as s:
         state = s.scalar(select(Job.state).where(Job.id == job_id)) or "failed"
         rows = s.scalars(
-            select(JobEvent)
-            .where(JobEvent.job_id == job_id, JobEvent.id > after)
-            .order_by(JobEvent.id)
-            .limit(BATCH)
+            select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after).order_by(JobEvent.id).limit(BATCH)
         ).all()
         return state, [
             {"id": r.id, "kind": r.kind, "data": r.data, "created_at": r.created_at.isoformat()} for r in rows

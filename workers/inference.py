@@ -85,8 +85,7 @@ def run_inference(ctx: JobContext) -> None:
             "encoding": "packbits-msb-base64; bit t*n+j is neuron j at step t",
             "T": encoder.T,
             "layers": [
-                {"neurons": n, "samples": samples}
-                for n, samples in zip(net.config.sizes[1:], layers, strict=True)
+                {"neurons": n, "samples": samples} for n, samples in zip(net.config.sizes[1:], layers, strict=True)
             ],
         },
     }

@@ -98,9 +98,7 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
     epochs: Mapped[list[EpochMetric]] = relationship(order_by="EpochMetric.epoch", viewonly=True)
-    submissions: Mapped[list[HardwareSubmission]] = relationship(
-        order_by="HardwareSubmission.id", viewonly=True
-    )
+    submissions: Mapped[list[HardwareSubmission]] = relationship(order_by="HardwareSubmission.id", viewonly=True)
 
 
 class JobEvent(Base):

@@ -59,19 +59,32 @@ class EncoderSpec(StrictModel):
 
 
 class TrainingSpec(StrictModel):
-    """Training method and hyper-parameters. ``estimator`` applies to the local rule only."""
+    """Training method and hyper-parameters.
+
+    ``bptt``: surrogate-gradient backpropagation through time (``loss`` applies). ``local``: the paper's
+    local rule; ``estimator`` picks its gradient estimator (``exact``, ``shift`` = parameter shift + SPSA,
+    ``chain`` = parameter shift + chain rule, ``official`` = the reference recipe) and ``samples``,
+    ``shots``, ``directions``, ``spsa_step`` tune it.
+    """
 
     method: Literal["bptt", "local"] = "bptt"
-    estimator: Literal["exact", "parameter-shift", "spsa", "chain", "official"] | None = None
+    estimator: Literal["exact", "shift", "chain", "official"] | None = None
     epochs: int = Field(5, ge=1, le=1000)
     batch_size: int = Field(64, ge=1, le=4096)
     lr: float = Field(2e-3, gt=0.0, le=10.0)
     loss: Literal["counts", "probs"] = "counts"
+    samples: int | None = Field(None, ge=1, le=64, description="local: forward runs per training sample")
+    shots: int | None = Field(None, ge=0, le=100_000, description="local: shots per probability (0 = exact)")
+    directions: int | None = Field(None, ge=1, le=64, description="local: SPSA directions K")
+    spsa_step: float | None = Field(None, gt=0.0, le=1.0, description="local: SPSA step c")
 
     @model_validator(mode="after")
-    def _estimator_needs_local(self) -> TrainingSpec:
-        if self.method == "bptt" and self.estimator is not None:
-            raise ValueError("estimator applies only to method 'local' (BPTT uses surrogate gradients)")
+    def _local_options(self) -> TrainingSpec:
+        local_only = ("estimator", "samples", "shots", "directions", "spsa_step")
+        if self.method == "bptt":
+            given = [name for name in local_only if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} apply only to method 'local'")
         return self
 
 
@@ -139,9 +152,7 @@ class InferJobSpec(StrictModel):
     kind: Literal["infer"]
     model_id: uuid.UUID
     inputs: Annotated[ImageInputs | DatasetSlice, Field(discriminator="source")]
-    encoder: EncoderSpec | None = Field(
-        None, description="defaults to the encoder the model was trained with"
-    )
+    encoder: EncoderSpec | None = Field(None, description="defaults to the encoder the model was trained with")
     backend: BackendName = "exact"
     fallback: list[BackendName] = Field(default_factory=list, max_length=8)
     budget: BudgetSpec | None = None

@@ -86,8 +86,7 @@ def reap_stale(self: Task) -> int:
                 or_(
                     (Job.state == "running") & (Job.lease_expires_at < now),
                     (Job.state == "queued") & Job.enqueued_at.is_(None),
-                    (Job.state == "queued")
-                    & (Job.enqueued_at < now - timedelta(seconds=settings.lease_s * 10)),
+                    (Job.state == "queued") & (Job.enqueued_at < now - timedelta(seconds=settings.lease_s * 10)),
                 )
             )
         ).all()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -29,10 +31,7 @@ def _load_resume(ctx: JobContext) -> Any | None:
 
     with session_scope(ctx.sessions) as s:
         rows = (
-            s.query(CheckpointRow)
-            .filter(CheckpointRow.job_id == ctx.job_id)
-            .order_by(CheckpointRow.epoch.desc())
-            .all()
+            s.query(CheckpointRow).filter(CheckpointRow.job_id == ctx.job_id).order_by(CheckpointRow.epoch.desc()).all()
         )
         candidates = [(r.path, r.sha256) for r in rows]
     for path, sha in candidates:
@@ -90,11 +89,31 @@ def _store_epoch(ctx: JobContext, spec: TrainJobSpec, metrics: Any, ckpt: Any) -
     )
 
 
+def _trainer(spec: TrainJobSpec) -> Callable[..., Any]:
+    """``train(model, data, **callbacks)`` for the job's method, with its configuration bound."""
+    from sqsnn.training.bptt import TrainConfig, train
+    from sqsnn.training.local import LocalConfig, train_local
+
+    t = spec.training
+    common = {"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "seed": spec.seed}
+    common |= {"T": spec.encoder.T, "p_max": spec.encoder.p_max}
+    if t.method == "bptt":
+        return functools.partial(train, config=TrainConfig(loss=t.loss, **common))
+    options = {"samples": t.samples, "shots": t.shots, "directions": t.directions, "spsa_step": t.spsa_step}
+    options = {k: v for k, v in options.items() if v is not None}
+    estimator = t.estimator or "exact"
+    if estimator == "official":
+        config = LocalConfig.reference(**common, **options)
+    else:
+        config = LocalConfig(estimator=estimator, **common, **options)
+    return functools.partial(train_local, config=config)
+
+
 def run_training(ctx: JobContext) -> None:
     """Train the job's network with the exact simulator; store checkpoints, metrics and the model."""
     from sqsnn.datasets import load_dataset
     from sqsnn.network import NetworkConfig, SQSNetwork
-    from sqsnn.training.bptt import TrainConfig, TrainingStopped, train
+    from sqsnn.training.bptt import TrainingStopped
 
     job = ctx.load()
     spec = TrainJobSpec.model_validate(job.spec)
@@ -115,15 +134,7 @@ def run_training(ctx: JobContext) -> None:
         seed=spec.seed,
     )
     model = SQSNetwork(config)
-    train_config = TrainConfig(
-        epochs=spec.training.epochs,
-        batch_size=spec.training.batch_size,
-        lr=spec.training.lr,
-        loss=spec.training.loss,
-        T=spec.encoder.T,
-        p_max=spec.encoder.p_max,
-        seed=spec.seed,
-    )
+    trainer = _trainer(spec)
     resume = _load_resume(ctx)
     ctx.substate(
         "learning",
@@ -141,10 +152,9 @@ def run_training(ctx: JobContext) -> None:
         ctx.progress({"epoch": epoch, "batch": batch_index, "loss": float(loss)})
 
     try:
-        result = train(
+        result = trainer(
             model,
             data,
-            train_config,
             resume=resume,
             on_epoch=lambda m, c: _store_epoch(ctx, spec, m, c),
             on_batch=on_batch,

@@ -68,9 +68,7 @@ def submit_job(
     settings: SettingsDep,
     celery: CeleryDep,
     owner: OwnerDep,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-    ] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)] = None,
 ) -> JobOut:
     """Submit a training or inference job; it is queued and runs on a worker. Returns 202 with the job.
 
@@ -92,9 +90,7 @@ def submit_job(
         return JobOut.model_validate(existing)
 
     if idempotency_key is not None:
-        existing = session.scalar(
-            select(Job).where(Job.owner == owner, Job.idempotency_key == idempotency_key)
-        )
+        existing = session.scalar(select(Job).where(Job.owner == owner, Job.idempotency_key == idempotency_key))
         if existing is not None:
             return replay(existing)
     _validate_refs(session, owner, spec)
@@ -126,9 +122,7 @@ def submit_job(
         commit_and_publish(session, settings.pubsub_url, [ev])
     except IntegrityError:
         session.rollback()
-        existing = session.scalar(
-            select(Job).where(Job.owner == owner, Job.idempotency_key == idempotency_key)
-        )
+        existing = session.scalar(select(Job).where(Job.owner == owner, Job.idempotency_key == idempotency_key))
         if existing is None:
             raise
         return replay(existing)

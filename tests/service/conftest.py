@@ -45,9 +45,7 @@ def _admin(sql: str) -> None:
         conn.execute(sql)
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A new, empty PostgreSQL database (dropped afterwards); yields its SQLAlchemy URL."""
+def _new_database() -> Iterator[str]:
     name = f"sqsnn_test_{uuid.uuid4().hex[:10]}"
     _admin(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
@@ -55,6 +53,24 @@ def pg_database() -> Iterator[str]:
         yield f"{base}/{name}"
     finally:
         _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for the session (dropped afterwards); yields its SQLAlchemy URL."""
+    yield from _new_database()
+
+
+@pytest.fixture
+def scratch_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test."""
+    yield from _new_database()
+
+
+@pytest.fixture
+def alembic_cfg() -> Callable[[str], Config]:
+    """Builder of this repository's Alembic config for a database URL."""
+    return alembic_config
 
 
 @pytest.fixture(scope="session")
@@ -130,15 +146,23 @@ class WorkerProcess:
         self._fh.close()
 
     def stop(self) -> None:
-        """Warm shutdown, escalating to SIGKILL."""
+        """Cold shutdown (the worker is idle by then), escalating to SIGKILL."""
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.killpg(self.proc.pid, signal.SIGQUIT)
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self._fh.close()
+
+
+@pytest.fixture(scope="module")
+def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """One worker process shared by a test module."""
+    w = WorkerProcess(settings, tmp_path_factory.mktemp("worker") / "shared.log", "shared", beat=False)
+    yield w
+    w.stop()
 
 
 @pytest.fixture
@@ -205,6 +229,9 @@ def client(served: ServedApp) -> Iterator[httpx.Client]:
     key = served.key(f"owner-{uuid.uuid4().hex[:8]}")
     with httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
         yield c
+        for state in ("queued", "running"):  # leave nothing behind for the next test's worker
+            for job in c.get("/v1/jobs", params={"state": state, "limit": 100}).json()["items"]:
+                c.post(f"/v1/jobs/{job['id']}/cancel")
 
 
 def make_train_body(**overrides: Any) -> dict[str, Any]:
@@ -222,9 +249,7 @@ def make_train_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-def wait_for_state(
-    client: httpx.Client, job_id: str, states: tuple[str, ...], timeout: float = 120
-) -> dict[str, Any]:
+def wait_for_state(client: httpx.Client, job_id: str, states: tuple[str, ...], timeout: float = 120) -> dict[str, Any]:
     """Poll the job until its state is one of ``states``; returns the job."""
     deadline = time.monotonic() + timeout
     while True:

@@ -35,8 +35,7 @@ def read_sse(client: httpx.Client, path: str, headers: dict[str, str] | None = N
     return events
 
 
-def test_train_stream_model_and_infer(client, start_worker, train_body, wait_for) -> None:
-    start_worker()
+def test_train_stream_model_and_infer(client, worker, train_body, wait_for) -> None:
     r = client.post("/v1/jobs", json=train_body())
     assert r.status_code == 202, r.text
     job_id = r.json()["id"]
@@ -102,8 +101,7 @@ def test_train_stream_model_and_infer(client, start_worker, train_body, wait_for
     assert spikes_events[0]["data"]["packed"] == output["samples"][:40]
 
 
-def test_inline_images_inference_checks_width(client, start_worker, train_body, wait_for) -> None:
-    start_worker()
+def test_inline_images_inference_checks_width(client, worker, train_body, wait_for) -> None:
     job_id = client.post("/v1/jobs", json=train_body(training={"epochs": 1})).json()["id"]
     wait_for(client, job_id, ("succeeded",))
     model_id = client.get(f"/v1/jobs/{job_id}/result").json()["result"]["model_id"]
@@ -117,11 +115,8 @@ def test_inline_images_inference_checks_width(client, start_worker, train_body, 
     assert "expects 64" in failed["failure_reason"]
 
 
-def test_cancel_running_job(client, start_worker, train_body, wait_for) -> None:
-    start_worker()
-    body = train_body(
-        training={"epochs": 200, "batch_size": 8}, dataset={"name": "digits", "limit_train": 400}
-    )
+def test_cancel_running_job(client, worker, train_body, wait_for) -> None:
+    body = train_body(training={"epochs": 200, "batch_size": 8}, dataset={"name": "digits", "limit_train": 400})
     job_id = client.post("/v1/jobs", json=body).json()["id"]
     wait_for(client, job_id, ("running",))
     r = client.post(f"/v1/jobs/{job_id}/cancel")
@@ -131,3 +126,17 @@ def test_cancel_running_job(client, start_worker, train_body, wait_for) -> None:
     assert len(job["epochs"]) < 200
     assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 409
     assert client.get(f"/v1/jobs/{job_id}/result").status_code == 409
+
+
+def test_local_rule_training_job(client, worker, train_body, wait_for) -> None:
+    body = train_body(
+        model={"hidden": [8]},
+        dataset={"name": "digits", "limit_train": 64, "limit_test": 50},
+        training={"method": "local", "estimator": "chain", "epochs": 2, "batch_size": 16, "lr": 0.05},
+    )
+    job_id = client.post("/v1/jobs", json=body).json()["id"]
+    job = wait_for(client, job_id, ("succeeded", "failed"))
+    assert job["state"] == "succeeded", job["failure_reason"]
+    assert [m["epoch"] for m in job["epochs"]] == [1, 2]
+    model_id = client.get(f"/v1/jobs/{job_id}/result").json()["result"]["model_id"]
+    assert client.get(f"/v1/models/{model_id}").json()["config"]["training"]["estimator"] == "chain"

@@ -14,9 +14,7 @@ pytestmark = pytest.mark.service
 EPOCHS = 8
 
 
-def test_sigkill_mid_training_resumes_from_last_checkpoint(
-    client, served, start_worker, train_body, wait_for
-) -> None:
+def test_sigkill_mid_training_resumes_from_last_checkpoint(client, served, start_worker, train_body, wait_for) -> None:
     body = train_body(
         dataset={"name": "digits", "limit_train": 300, "limit_test": 100},
         training={"epochs": EPOCHS, "batch_size": 30, "lr": 0.01},
@@ -31,10 +29,7 @@ def test_sigkill_mid_training_resumes_from_last_checkpoint(
 
     sessions = served.app.state.sessions
     with sessions() as s:
-        saved = {
-            r.epoch: r.created_at
-            for r in s.scalars(select(EpochMetric).where(EpochMetric.job_id == job_id))
-        }
+        saved = {r.epoch: r.created_at for r in s.scalars(select(EpochMetric).where(EpochMetric.job_id == job_id))}
         last_checkpoint = max(s.scalars(select(Checkpoint.epoch).where(Checkpoint.job_id == job_id)))
     assert 2 <= last_checkpoint < EPOCHS, "the worker must die mid-training"
     assert client.get(f"/v1/jobs/{job_id}").json()["state"] == "running"
@@ -46,10 +41,7 @@ def test_sigkill_mid_training_resumes_from_last_checkpoint(
     assert job["attempts"] == 2
     with sessions() as s:
         events = list(s.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
-        after = {
-            r.epoch: r.created_at
-            for r in s.scalars(select(EpochMetric).where(EpochMetric.job_id == job_id))
-        }
+        after = {r.epoch: r.created_at for r in s.scalars(select(EpochMetric).where(EpochMetric.job_id == job_id))}
     # epochs up to the checkpoint were kept as they were, not recomputed
     for epoch in range(1, last_checkpoint + 1):
         assert after[epoch] == saved[epoch]

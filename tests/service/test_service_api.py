@@ -1,0 +1,124 @@
+"""API behaviour that needs no worker: auth, validation, owner scoping, idempotency, limits, listing."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.service
+
+
+def test_missing_or_wrong_key_is_401(served) -> None:
+    with httpx.Client(base_url=served.url) as anon:
+        for path in ("/v1/jobs", "/v1/models", "/v1/backends", f"/v1/jobs/{uuid.uuid4()}"):
+            r = anon.get(path)
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert anon.get("/v1/jobs", headers={"Authorization": "Bearer sqsnn_wrong"}).status_code == 401
+        assert anon.get("/v1/jobs", headers={"Authorization": "Basic abc"}).status_code == 401
+        assert anon.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("patch", "loc"),
+    [
+        ({"training": {"epochs": 0}}, ["body", "train", "training", "epochs"]),
+        ({"model": {"hidden": [16], "mode": "classical"}}, ["body", "train", "model", "mode"]),
+        ({"dataset": {"name": "cifar10"}}, ["body", "train", "dataset", "name"]),
+        ({"encoder": {"T": 5, "p_max": 2}}, ["body", "train", "encoder", "p_max"]),
+        ({"unexpected": 1}, ["body", "train", "unexpected"]),
+        ({"training": {"method": "bptt", "estimator": "shift"}}, ["body", "train", "training"]),
+        ({"backend": "no-such-backend"}, ["body", "backend"]),
+        ({"backend": "Bad Name!"}, ["body", "train", "backend"]),
+    ],
+)
+def test_invalid_bodies_are_422_naming_the_field(client, train_body, patch, loc) -> None:
+    r = client.post("/v1/jobs", json=train_body(**patch))
+    assert r.status_code == 422, r.text
+    assert loc in [e["loc"] for e in r.json()["detail"]]
+
+
+def test_other_422s(client) -> None:
+    r = client.post("/v1/jobs", json={"kind": "evaluate"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"]
+    missing_model = {
+        "kind": "infer",
+        "model_id": str(uuid.uuid4()),
+        "inputs": {"source": "dataset", "name": "digits", "stop": 5},
+    }
+    r = client.post("/v1/jobs", json=missing_model)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "model_id"]
+    bad_slice = {**missing_model, "inputs": {"source": "dataset", "name": "digits", "start": 5, "stop": 5}}
+    r = client.post("/v1/jobs", json=bad_slice)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "infer", "inputs", "dataset"]
+    assert client.get("/v1/jobs", params={"cursor": "%%%"}).status_code == 422
+    assert client.get("/v1/jobs", params={"limit": 0}).json()["detail"][0]["loc"] == ["query", "limit"]
+    r = client.post("/v1/jobs", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+
+
+def test_same_idempotency_key_gives_one_job(client, train_body) -> None:
+    headers = {"Idempotency-Key": "exp-42"}
+    first = client.post("/v1/jobs", json=train_body(), headers=headers)
+    second = client.post("/v1/jobs", json=train_body(), headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] == second.json()["id"]
+    assert second.headers["idempotent-replayed"] == "true"
+    assert len(client.get("/v1/jobs").json()["items"]) == 1
+    r = client.post("/v1/jobs", json=train_body(seed=2), headers=headers)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+
+
+def test_other_owners_job_is_404(served, client, train_body) -> None:
+    job_id = client.post("/v1/jobs", json=train_body()).json()["id"]
+    other = {"Authorization": f"Bearer {served.key('mallory')}"}
+    with httpx.Client(base_url=served.url, headers=other) as c:
+        for method, path in [
+            ("GET", f"/v1/jobs/{job_id}"),
+            ("GET", f"/v1/jobs/{job_id}/result"),
+            ("GET", f"/v1/jobs/{job_id}/events"),
+            ("POST", f"/v1/jobs/{job_id}/cancel"),
+        ]:
+            assert c.request(method, path).status_code == 404, path
+        assert job_id not in [j["id"] for j in c.get("/v1/jobs").json()["items"]]
+    assert client.get(f"/v1/jobs/{job_id}").status_code == 200
+
+
+def test_active_job_limit_is_429_and_cancel_frees_a_slot(client, train_body, settings) -> None:
+    ids = [client.post("/v1/jobs", json=train_body(seed=i)).json()["id"] for i in range(settings.max_active_jobs)]
+    r = client.post("/v1/jobs", json=train_body(seed=99))
+    assert r.status_code == 429 and "limit" in r.json()["detail"]
+    cancelled = client.post(f"/v1/jobs/{ids[0]}/cancel").json()
+    assert cancelled["state"] == "cancelled" and cancelled["finished_at"] is not None
+    assert client.post("/v1/jobs", json=train_body(seed=99)).status_code == 202
+
+
+def test_listing_filters_and_cursor_pagination(client, train_body) -> None:
+    ids = [client.post("/v1/jobs", json=train_body(seed=i)).json()["id"] for i in range(3)]
+    client.post(f"/v1/jobs/{ids[1]}/cancel")
+    seen, cursor = [], None
+    while True:
+        page = client.get("/v1/jobs", params={"limit": 2, **({"cursor": cursor} if cursor else {})}).json()
+        seen += [j["id"] for j in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids[::-1]
+    assert [j["id"] for j in client.get("/v1/jobs", params={"state": "cancelled"}).json()["items"]] == [ids[1]]
+    assert len(client.get("/v1/jobs", params={"kind": "infer"}).json()["items"]) == 0
+
+
+def test_system_endpoints(client) -> None:
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+    backends = client.get("/v1/backends").json()
+    exact = next(b for b in backends if b["name"] == "exact")
+    assert exact["kind"] == "simulator" and exact["availability"]["available"]
+    assert "secret" not in str(backends).lower()
+    client.get("/v1/jobs")
+    metrics = client.get("/metrics").text
+    assert 'sqsnn_http_requests_total{method="GET",route="/v1/jobs",status="200"}' in metrics
+    assert 'sqsnn_jobs{state="queued"}' in metrics
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/jobs", "/v1/jobs/{job_id}/events", "/v1/models/{model_id}/checkpoint"} <= set(spec["paths"])
