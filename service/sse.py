@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -80,3 +80,22 @@ async def event_stream(app: FastAPI, job_id: str, after: int, request: Request) 
             await pubsub.aclose()
         if client is not None:
             await client.aclose()
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """Client side: turn SSE lines into ``{"id", "event", "data"}`` dicts (``data`` JSON-decoded)."""
+    current: dict[str, Any] = {}
+    for line in lines:
+        if line == "":
+            if "data" in current:
+                yield current
+            current = {}
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                current["data"] = json.loads(value)
+            elif name in ("id", "event"):
+                current[name] = value
