@@ -83,9 +83,7 @@ def main() -> None:
     for sizes, T, batch, cfg in cases:
         local, bptt = measure(sizes, T, batch, cfg, args.seconds)
         name = "-".join(map(str, sizes)) + "+d"
-        print(
-            f"{name:<14}{T:>3}{batch:>6}  {cfg.estimator:<9}{local:>10.1f}{bptt:>10.1f}{local / bptt:>11.2f}"
-        )
+        print(f"{name:<14}{T:>3}{batch:>6}  {cfg.estimator:<9}{local:>10.1f}{bptt:>10.1f}{local / bptt:>11.2f}")
 
 
 if __name__ == "__main__":

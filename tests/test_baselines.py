@@ -104,9 +104,7 @@ def _qiskit_qlif_trace(drive: np.ndarray, relax: np.ndarray, params: QLIFParams)
             rho = rho.evolve(Operator(RXGate(math.pi * abs(a))))
         else:
             kappa = math.exp(-params.tau_scale * abs(b) / params.t1)
-            damping = Kraus(
-                [np.array([[1, 0], [0, math.sqrt(kappa)]]), np.array([[0, math.sqrt(1 - kappa)], [0, 0]])]
-            )
+            damping = Kraus([np.array([[1, 0], [0, math.sqrt(kappa)]]), np.array([[0, math.sqrt(1 - kappa)], [0, 0]])])
             rho = rho.evolve(damping)
         p1 = float(np.real(rho.data[1, 1]))
         p1s.append(p1)
@@ -152,9 +150,7 @@ def test_qlif_evolution_gradient_matches_finite_differences() -> None:
 def test_qlif_network_shapes_counts_and_spike_gradient() -> None:
     net = QLIFNetwork(QLIFConfig(sizes=[16, 8, 3], weight_gain=2.0, seed=2))
     assert net.num_parameters() == 2 * (16 * 8 + 8 * 3)
-    x = (
-        torch.rand(25, 4, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64) < 0.5
-    ).double()
+    x = (torch.rand(25, 4, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64) < 0.5).double()
     out = net(x, torch.Generator())
     assert [s.shape for s in out.spikes] == [(25, 4, 8), (25, 4, 3)]
     assert net.predict(out).shape == (4,)

@@ -37,9 +37,7 @@ MODES: tuple[MemoryMode, ...] = ("quantum", "memoryless", "official")
 
 def _objective(mode: MemoryMode, seed: int = 0) -> tuple[LocalObjective, torch.Tensor, SQSParams]:
     """A recorded hidden-layer objective of a small network with bias and direct synapses."""
-    net = SQSNetwork(
-        NetworkConfig(sizes=[6, 4, 3], mode=mode, bias=True, direct=True, weight_scale=1.5, seed=seed)
-    )
+    net = SQSNetwork(NetworkConfig(sizes=[6, 4, 3], mode=mode, bias=True, direct=True, weight_scale=1.5, seed=seed))
     gen = torch.Generator().manual_seed(seed)
     x = (torch.rand(5, 4, 6, generator=gen, dtype=torch.float64) < 0.5).double()
     traces = record_forward(net, x, gen)
@@ -99,9 +97,7 @@ def test_spsa_mean_converges_to_the_exact_weight_gradient() -> None:
     obj, weight, params = _objective(mode, seed=4)
     exact = exact_gradient(obj, weight, params, mode).weight
     k = 40_000
-    signs = (
-        torch.randint(0, 2, (k, *weight.shape), generator=torch.Generator().manual_seed(9)).double() * 2 - 1
-    )
+    signs = torch.randint(0, 2, (k, *weight.shape), generator=torch.Generator().manual_seed(9)).double() * 2 - 1
     est = spsa_weight_gradient(obj, weight, params, mode, exact_probability, signs, 1e-5)
     var = (exact**2).sum(dim=1, keepdim=True) - exact**2
     sigma = torch.sqrt(var / k)
@@ -153,9 +149,7 @@ def test_official_estimator_reproduces_a_hand_computed_reference_update(
 ) -> None:
     """One reference-recipe update of a 3-2-2 network with direct synapses, T = 3, computed by hand."""
     # every SPSA direction is +1, so the expected update needs no random numbers beyond the recorded spikes
-    monkeypatch.setattr(
-        local_module, "draw_signs", lambda shape, generator: torch.ones(tuple(shape)).double()
-    )
+    monkeypatch.setattr(local_module, "draw_signs", lambda shape, generator: torch.ones(tuple(shape)).double())
     net = SQSNetwork(NetworkConfig(sizes=[3, 2, 2], mode="official", direct=True, seed=0))
     config = LocalConfig.reference(T=3)
     gen = torch.Generator().manual_seed(11)
@@ -187,8 +181,7 @@ def test_official_estimator_reproduces_a_hand_computed_reference_update(
             plus = dict(th, **{name: th[name] + math.pi / 2})
             minus = dict(th, **{name: th[name] - math.pi / 2})
             res[name] = 0.5 * (
-                _log_p(fresh_p(z, plus["mem"], plus["in"]), s)
-                - _log_p(fresh_p(z, minus["mem"], minus["in"]), s)
+                _log_p(fresh_p(z, plus["mem"], plus["in"]), s) - _log_p(fresh_p(z, minus["mem"], minus["in"]), s)
             )
         return res
 
@@ -215,18 +208,12 @@ def test_official_estimator_reproduces_a_hand_computed_reference_update(
                 g_th[(0, h)][a] += l_t * v
 
     np.testing.assert_allclose(after["layers.1.weight"], w_ho + lr * np.clip(g_ho, -0.05, 0.05), atol=1e-12)
-    np.testing.assert_allclose(
-        after["layers.1.direct_weight"], w_io + lr * np.clip(g_io, -0.05, 0.05), atol=1e-12
-    )
-    np.testing.assert_allclose(
-        after["layers.0.weight"], w_ih + lr * 0.5 * np.clip(g_ih, -0.025, 0.025), atol=1e-12
-    )
+    np.testing.assert_allclose(after["layers.1.direct_weight"], w_io + lr * np.clip(g_io, -0.05, 0.05), atol=1e-12)
+    np.testing.assert_allclose(after["layers.0.weight"], w_ih + lr * 0.5 * np.clip(g_ih, -0.025, 0.025), atol=1e-12)
     for (layer, n), g in g_th.items():
         bound, rate = (0.05, lr) if layer == 1 else (0.02, 0.5 * lr)
         for a, v in g.items():
-            expect = (before[f"layers.{layer}.theta_{a}"][n] + rate * np.clip(v, -bound, bound)) % (
-                2 * math.pi
-            )
+            expect = (before[f"layers.{layer}.theta_{a}"][n] + rate * np.clip(v, -bound, bound)) % (2 * math.pi)
             assert after[f"layers.{layer}.theta_{a}"][n] == pytest.approx(expect, abs=1e-12)
     assert all(g["ent"] == 0.0 for g in g_th.values()), "a fresh neuron gives theta_ent no gradient"
     assert np.abs(g_ih).max() > 0 and np.abs(g_ho).max() > 0

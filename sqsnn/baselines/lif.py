@@ -126,9 +126,7 @@ class LIFNetwork(nn.Module):
             layer = nn.Linear(n_in, n_out, bias=config.bias, dtype=torch.float64)
             bound = config.weight_gain / n_in**0.5
             with torch.no_grad():
-                layer.weight.copy_(
-                    (torch.rand(n_out, n_in, generator=gen, dtype=torch.float64) * 2 - 1) * bound
-                )
+                layer.weight.copy_((torch.rand(n_out, n_in, generator=gen, dtype=torch.float64) * 2 - 1) * bound)
                 if layer.bias is not None:
                     layer.bias.zero_()
             self.layers.append(layer)

@@ -74,9 +74,7 @@ def qlif_evolve(drive: Tensor, relax: Tensor, state: QLIFState, params: QLIFPara
     return QLIFState(torch.where(rotate, y_rot, y_rel), torch.where(rotate, z_rot, z_rel))
 
 
-def qlif_step(
-    drive: Tensor, relax: Tensor, state: QLIFState, params: QLIFParams
-) -> tuple[Tensor, Tensor, QLIFState]:
+def qlif_step(drive: Tensor, relax: Tensor, state: QLIFState, params: QLIFParams) -> tuple[Tensor, Tensor, QLIFState]:
     """One QLIF step of a layer.
 
     Args:
@@ -117,9 +115,7 @@ class QLIFLayer(nn.Module):
         bound = gain / n_in**0.5
 
         def init() -> nn.Parameter:
-            return nn.Parameter(
-                (torch.rand(n_out, n_in, generator=generator, dtype=torch.float64) * 2 - 1) * bound
-            )
+            return nn.Parameter((torch.rand(n_out, n_in, generator=generator, dtype=torch.float64) * 2 - 1) * bound)
 
         self.weight_q = init()
         self.weight_t = init()
@@ -149,8 +145,7 @@ class QLIFNetwork(nn.Module):
         self.params = QLIFParams(config.threshold, config.t1, config.tau_scale, config.slope)
         gen = torch.Generator().manual_seed(config.seed)
         self.layers = nn.ModuleList(
-            QLIFLayer(n_in, n_out, config.weight_gain, gen)
-            for n_in, n_out in itertools.pairwise(config.sizes)
+            QLIFLayer(n_in, n_out, config.weight_gain, gen) for n_in, n_out in itertools.pairwise(config.sizes)
         )
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> NetworkOutput:

@@ -11,9 +11,7 @@ from sqsnn.experiments.config import ConfigError
 from sqsnn.experiments.report import report as build_report
 from sqsnn.experiments.runner import run_experiment
 
-experiment_app = typer.Typer(
-    help="Grid experiments: run a TOML configuration, rebuild its table and figures."
-)
+experiment_app = typer.Typer(help="Grid experiments: run a TOML configuration, rebuild its table and figures.")
 
 
 @experiment_app.command("run")
@@ -30,12 +28,8 @@ def run_command(
 
 @experiment_app.command("report")
 def report_command(
-    results_dir: Annotated[Path, typer.Argument(help="results directory holding cells.csv")] = Path(
-        "results"
-    ),
-    output: Annotated[
-        Path | None, typer.Option(help="markdown file to write (default RESULTS_DIR/results.md)")
-    ] = None,
+    results_dir: Annotated[Path, typer.Argument(help="results directory holding cells.csv")] = Path("results"),
+    output: Annotated[Path | None, typer.Option(help="markdown file to write (default RESULTS_DIR/results.md)")] = None,
 ) -> None:
     """Rebuild the markdown table and the figures from the CSV files."""
     try:

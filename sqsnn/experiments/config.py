@@ -7,6 +7,7 @@ Example::
     data_dir = "/data"                  # optional: on-disk datasets (mnist, fmnist, kmnist, mnist-dvs)
     datasets = ["digits", "mnist-5k"]
     seeds = [0, 1, 2]
+    threads = 1                         # optional: torch intra-op threads while running
 
     [budget]
     max_epochs = 20                     # caps every cell's epochs
@@ -70,9 +71,7 @@ class ConfigError(ValueError):
 def _check_keys(where: str, table: dict[str, Any], accepted: set[str]) -> None:
     unknown = sorted(set(table) - accepted)
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; accepted: {', '.join(sorted(accepted))}"
-        )
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; accepted: {', '.join(sorted(accepted))}")
 
 
 @dataclass(frozen=True)
@@ -131,6 +130,7 @@ class ExperimentConfig:
     budget: Budget = field(default_factory=Budget)
     data_dir: Path | None = None
     dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    threads: int | None = None
 
     def cells(self) -> list[Cell]:
         """Every cell in run order: dataset, then model entry, then mode, then seed."""
@@ -152,9 +152,7 @@ class ExperimentConfig:
 
 def _parse_model(index: int, raw: dict[str, Any]) -> ModelSpec:
     where = f"models[{index}]"
-    _check_keys(
-        where, raw, {"label", "kind", "method", "hidden", "modes", "network", "train", "match_parameters"}
-    )
+    _check_keys(where, raw, {"label", "kind", "method", "hidden", "modes", "network", "train", "match_parameters"})
     kind = raw.get("kind")
     if kind not in NETWORK_FIELDS:
         raise ConfigError(f"{where}.kind must be one of sqsnn, lif, qlif; got {kind!r}")
@@ -170,9 +168,7 @@ def _parse_model(index: int, raw: dict[str, Any]) -> ModelSpec:
         modes = raw.get("modes", ["quantum"])
         bad = [m for m in modes if m not in MEMORY_MODES]
         if bad or not modes:
-            raise ConfigError(
-                f"{where}.modes must list memory modes among {', '.join(MEMORY_MODES)}; got {modes!r}"
-            )
+            raise ConfigError(f"{where}.modes must list memory modes among {', '.join(MEMORY_MODES)}; got {modes!r}")
     elif "modes" in raw:
         raise ConfigError(f"{where}.modes applies to kind 'sqsnn' only")
     else:
@@ -210,7 +206,17 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    accepted = {"name", "results_dir", "data_dir", "datasets", "seeds", "budget", "dataset_options", "models"}
+    accepted = {
+        "name",
+        "results_dir",
+        "data_dir",
+        "datasets",
+        "seeds",
+        "threads",
+        "budget",
+        "dataset_options",
+        "models",
+    }
     _check_keys(str(path), raw, accepted)
     for key in ("results_dir", "datasets", "models"):
         if key not in raw:
@@ -237,4 +243,13 @@ def load_config(path: str | Path) -> ExperimentConfig:
         budget=Budget(**budget_raw),
         data_dir=Path(raw["data_dir"]) if "data_dir" in raw else None,
         dataset_options={k: dict(v) for k, v in raw.get("dataset_options", {}).items()},
+        threads=_threads(raw.get("threads")),
     )
+
+
+def _threads(value: Any) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"threads must be a positive integer; got {value!r}")
+    return value

@@ -59,9 +59,7 @@ def _accuracy_figure(path: Path, dataset: str, curves: dict[str, dict[int, list[
     plt.close(fig)
 
 
-def _raster_figure(
-    path: Path, title: str, sizes: list[int], events: set[tuple[int, int, int]], T: int
-) -> None:
+def _raster_figure(path: Path, title: str, sizes: list[int], events: set[tuple[int, int, int]], T: int) -> None:
     layers = len(sizes) - 1
     fig, axes = plt.subplots(1, layers, figsize=(3.5 * layers, 3.5), squeeze=False)
     for layer in range(layers):
@@ -136,9 +134,7 @@ def report(results_dir: Path | str, output: Path | str | None = None) -> Path:
         "Spike rate per layer | Epochs | s / cell | Figures | Command |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    curves: dict[str, dict[str, dict[int, list[float]]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(list))
-    )
+    curves: dict[str, dict[str, dict[int, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for key in sorted(groups):
         rows = sorted(groups[key], key=lambda r: int(r["seed"]))
         first = rows[0]

@@ -168,6 +168,8 @@ def run_cell(
 def run_experiment(config: Path | str, *, log: Callable[[str], None] = print) -> RunSummary:
     """Run every unfinished cell of the configuration file ``config`` within budget; rebuild the report."""
     cfg = load_config(config)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     out = cfg.results_dir
     out.mkdir(parents=True, exist_ok=True)
     finished = {row["key"] for row in read_rows(out / CELLS)}

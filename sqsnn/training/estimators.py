@@ -123,9 +123,7 @@ def currents(inputs: Tensor, weight: Tensor) -> Tensor:
 def shifted_params(params: SQSParams, shift: float) -> SQSParams:
     """Six variants stacked as ``(6, 1, 1, n)``: (ent+, ent-, mem+, mem-, in+, in-) shifted by ``±shift``."""
     variants = [
-        params._replace(**{name: getattr(params, name) + sign * shift})
-        for name in ANGLES
-        for sign in (1.0, -1.0)
+        params._replace(**{name: getattr(params, name) + sign * shift}) for name in ANGLES for sign in (1.0, -1.0)
     ]
     return SQSParams(*(torch.stack([getattr(v, f) for v in variants])[:, None, None, :] for f in ANGLES))
 
@@ -140,9 +138,7 @@ def exact_gradient(obj: LocalObjective, weight: Tensor, params: SQSParams, mode:
         objective = (obj.coef * log_prob(p, obj.targets)).sum()
         leaves = [w, *angles]
         grads = torch.autograd.grad(objective, leaves, allow_unused=True)
-    return LayerGradient(
-        *(torch.zeros_like(v) if g is None else g for g, v in zip(grads, leaves, strict=True))
-    )
+    return LayerGradient(*(torch.zeros_like(v) if g is None else g for g, v in zip(grads, leaves, strict=True)))
 
 
 class AngleShift(NamedTuple):
@@ -174,9 +170,7 @@ def chain_weight_gradient(obj: LocalObjective, weight: Tensor, weighted_dp_dthet
     return math.pi * torch.einsum("tbn,tbq->nq", weighted_dp_dtheta_in * active, obj.inputs)
 
 
-def draw_signs(
-    shape: Sequence[int], generator: torch.Generator, dtype: torch.dtype = torch.float64
-) -> Tensor:
+def draw_signs(shape: Sequence[int], generator: torch.Generator, dtype: torch.dtype = torch.float64) -> Tensor:
     """Independent Rademacher (±1 with probability 1/2 each) entries of the given shape."""
     return torch.randint(0, 2, tuple(shape), generator=generator).to(dtype) * 2 - 1
 

@@ -313,9 +313,7 @@ class LocalRule:
         for index, (layer, trace) in enumerate(zip(self.net.layers, traces, strict=True)):
             assert isinstance(layer, SQSLayer)
             if index == len(traces) - 1:
-                obj = LocalObjective(
-                    trace.inputs, trace.state, targets, torch.full_like(targets, 1.0 / n_runs)
-                )
+                obj = LocalObjective(trace.inputs, trace.state, targets, torch.full_like(targets, 1.0 / n_runs))
             else:
                 obj = LocalObjective(trace.inputs, trace.state, trace.spikes, (centred / n_runs)[..., None])
             grads.append(self._estimate(layer, trace, obj))
@@ -343,9 +341,7 @@ class LocalRule:
                 grad_w = chain_weight_gradient(obj, weight, shift.weighted_dp_dtheta_in)
             else:
                 signs = draw_signs((cfg.directions, *weight.shape), self.generator)
-                grad_w = spsa_weight_gradient(
-                    obj, weight, params, mode, self.probability, signs, cfg.spsa_step
-                )
+                grad_w = spsa_weight_gradient(obj, weight, params, mode, self.probability, signs, cfg.spsa_step)
             return LayerGradient(grad_w, shift.theta_ent, shift.theta_mem, shift.theta_in)
 
     def apply(self, grads: list[LayerGradient]) -> None:
@@ -423,9 +419,7 @@ def train_local(
             if should_stop is not None and should_stop():
                 raise TrainingStopped(f"stopped during epoch {epoch} before batch {b}")
             idx = order[b * config.batch_size : (b + 1) * config.batch_size]
-            stats = rule.step(
-                encode(data.x_train[idx], data.kind, config.T, config.p_max, gen), data.y_train[idx]
-            )
+            stats = rule.step(encode(data.x_train[idx], data.kind, config.T, config.p_max, gen), data.y_train[idx])
             total_loss += stats.loss * len(idx)
             correct += stats.correct
             if on_batch is not None:
