@@ -111,8 +111,8 @@ class BackendOut(BaseModel):
     name: str
     kind: Literal["simulator", "hardware"]
     queue: str
-    capabilities: dict[str, Any]
-    availability: dict[str, Any]
+    capabilities: dict[str, Any] = Field(description="what the backend can do (mid-circuit measurement, ...)")
+    availability: dict[str, Any] = Field(description="`available` (null: checked at submission) and why")
     credentials_configured: bool
 
 

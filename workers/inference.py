@@ -1,7 +1,14 @@
-"""Runs an inference job: a stored model on inline images or a dataset slice → predictions, spike trains."""
+"""Runs an inference job: a stored model on inline images or a dataset slice → predictions, spike trains.
+
+On ``exact`` the network runs in-process; on the other simulators (``aer``, ``ibm-local:``,
+``braket-local:``) every layer runs as circuits through ``backends.execute.run_network`` and each layer's
+provider job is recorded as a hardware submission. Remote QPUs go through ``workers.hardware`` instead.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -9,7 +16,7 @@ import torch
 from workers.artifacts import verified
 from workers.context import JobContext
 from workers.db import session_scope
-from workers.models import Model
+from workers.models import HardwareSubmission, Model
 from workers.specs import DatasetSlice, EncoderSpec, InferJobSpec
 from workers.spikes import pack
 
@@ -18,6 +25,18 @@ CHUNK = 256  # samples per forward pass and per streamed "spikes" event
 
 class InvalidJob(ValueError):
     """The job cannot run as specified (the message says why); it fails without retries."""
+
+
+@dataclass
+class Prepared:
+    """A loaded model and its inputs."""
+
+    spec: InferJobSpec
+    net: Any
+    kind: str
+    encoder: EncoderSpec
+    x: torch.Tensor
+    y: torch.Tensor | None
 
 
 def _inputs(spec: InferJobSpec, kind: str, n_inputs: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -41,9 +60,8 @@ def _inputs(spec: InferJobSpec, kind: str, n_inputs: int) -> tuple[torch.Tensor,
     return x, y
 
 
-def run_inference(ctx: JobContext) -> None:
-    """Predict with the exact simulator, streaming the output layer's spikes chunk by chunk."""
-    from sqsnn.encoders import encode
+def prepare(ctx: JobContext) -> Prepared:
+    """Load the job's model (checksum verified) and inputs."""
     from sqsnn.network import SQSNetwork
 
     job = ctx.load()
@@ -53,43 +71,105 @@ def run_inference(ctx: JobContext) -> None:
         if row is None or row.owner != job.owner:
             raise InvalidJob(f"model {spec.model_id} not found")
         path, sha = row.path, row.sha256
-    ctx.substate("loading_model", backend="exact")
+    ctx.substate("loading_model", backend=spec.backend)
     net, meta = SQSNetwork.load(verified(path, sha))
     net.eval()
     encoder = spec.encoder or EncoderSpec(**meta.get("encoder", {}))
     kind = str(meta.get("kind", "static"))
     x, y = _inputs(spec, kind, net.config.sizes[0])
+    return Prepared(spec, net, kind, encoder, x, y)
+
+
+def run_policy(spec: InferJobSpec) -> Any:
+    """The backends' RunPolicy (fallback and budget) of a job."""
+    from backends.options import Budget, RunPolicy
+
+    budget = Budget(**spec.budget.model_dump()) if spec.budget else Budget()
+    return RunPolicy(fallback=spec.fallback, budget=budget)
+
+
+def _record_layers(ctx: JobContext, run: Any, step0: int) -> None:
+    """Store each layer's provider job as a hardware submission; add shots to the job."""
+    with session_scope(ctx.sessions) as s:
+        for i, layer in enumerate(run.layers):
+            s.add(
+                HardwareSubmission(
+                    job_id=ctx.job_id,
+                    step=step0 + i,
+                    provider=layer.backend.split(":", 1)[0],
+                    backend=layer.backend,
+                    provider_job_id=layer.job_ids[0] if layer.job_ids else None,
+                    idempotency_token=f"{ctx.job_id}/{step0 + i}",
+                    tags=list(layer.job_ids),
+                    status="done",
+                    provider_state="done",
+                    shots=layer.shots,
+                    calibration=layer.calibration,
+                )
+            )
+        s.commit()
+
+
+def result_payload(p: Prepared, preds: list[int], layers: list[list[str]]) -> dict[str, Any]:
+    """The stored result: predictions, optional labels/accuracy and every layer's packed spike trains."""
+    result: dict[str, Any] = {
+        "model_id": str(p.spec.model_id),
+        "predictions": preds,
+        "spikes": {
+            "encoding": "packbits-msb-base64; bit t*n+j is neuron j at step t",
+            "T": p.encoder.T,
+            "layers": [
+                {"neurons": n, "samples": samples} for n, samples in zip(p.net.config.sizes[1:], layers, strict=True)
+            ],
+        },
+    }
+    if p.y is not None:
+        result["labels"] = [int(v) for v in p.y.tolist()]
+        result["accuracy"] = float((torch.tensor(preds) == p.y).double().mean())
+    return result
+
+
+def run_inference(ctx: JobContext) -> None:
+    """Predict chunk by chunk, streaming the output layer's spikes as each chunk comes back."""
+    from sqsnn.encoders import encode
+
+    p = prepare(ctx)
+    spec, net = p.spec, p.net
     gen = torch.Generator().manual_seed(spec.seed)
     preds: list[int] = []
     layers: list[list[str]] = [[] for _ in net.config.sizes[1:]]
-    ctx.substate("executing", backend="exact", samples=int(x.shape[0]))
+    used, fallback, shots = spec.backend, None, 0
+    ctx.substate("executing", backend=spec.backend, samples=int(p.x.shape[0]))
     with torch.no_grad():
-        for start in range(0, x.shape[0], CHUNK):
+        for start in range(0, p.x.shape[0], CHUNK):
             ctx.check()
-            xb = encode(x[start : start + CHUNK], kind, encoder.T, encoder.p_max, gen)
-            out = net(xb, gen)
-            p = net.predict(out).tolist()
-            preds.extend(int(v) for v in p)
-            packed = [pack(s) for s in out.spikes]
+            xb = encode(p.x[start : start + CHUNK], p.kind, p.encoder.T, p.encoder.p_max, gen)
+            if spec.backend == "exact":
+                out = net(xb, gen)
+                spikes, batch_preds = out.spikes, net.predict(out)
+            else:
+                from backends.execute import run_network
+
+                seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+                run = run_network(net, xb, spec.backend, policy=run_policy(spec), seed=seed)
+                _record_layers(ctx, run, step0=len(net.config.sizes[1:]) * (start // CHUNK))
+                spikes, batch_preds, used = run.spikes, run.predictions, run.backend
+                shots += sum(layer.shots for layer in run.layers)
+                fallback = dataclasses.asdict(run.fallback) if run.fallback else None
+            p_list = [int(v) for v in batch_preds.tolist()]
+            preds.extend(p_list)
+            packed = [pack(s) for s in spikes]
             for acc, pk in zip(layers, packed, strict=True):
                 acc.extend(pk)
             ctx.emit(
                 "spikes",
-                {"start": start, "layer": len(layers) - 1, "predictions": p, "packed": packed[-1]},
-                progress=min(1.0, (start + CHUNK) / x.shape[0]),
+                {"start": start, "layer": len(layers) - 1, "predictions": p_list, "packed": packed[-1]},
+                progress=min(1.0, (start + CHUNK) / p.x.shape[0]),
+                backend_used=used,
+                shots=shots,
             )
-    result: dict[str, Any] = {
-        "model_id": str(spec.model_id),
-        "predictions": preds,
-        "spikes": {
-            "encoding": "packbits-msb-base64; bit t*n+j is neuron j at step t",
-            "T": encoder.T,
-            "layers": [
-                {"neurons": n, "samples": samples} for n, samples in zip(net.config.sizes[1:], layers, strict=True)
-            ],
-        },
-    }
-    if y is not None:
-        result["labels"] = [int(v) for v in y.tolist()]
-        result["accuracy"] = float((torch.tensor(preds) == y).double().mean())
-    ctx.finish("succeeded", result=result, backend_used="exact")
+    result = result_payload(p, preds, layers)
+    result["backend"] = used
+    if fallback is not None:
+        result["fallback"] = fallback
+    ctx.finish("succeeded", result=result, backend_used=used, shots=shots)

@@ -1,22 +1,31 @@
-"""Which backends exist, which queue serves each, and what the API may say about them."""
+"""Which backends exist, which queue serves each, and what the API may say about them.
+
+Names are those of ``backends.registry``. Remote QPUs (``ibm:``, ``braket:``) go to the hardware queue
+and are submitted and polled (``workers.hardware``); simulators run to completion on the simulator queue.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from workers.celery_app import HW_QUEUE, SIM_QUEUE
 
-HARDWARE_PROVIDERS = ("ibm", "braket")
+HARDWARE_KINDS = ("ibm", "braket")
+LOCAL_CATALOG = ("exact", "aer", "aer-noisy:fake_kingston", "ibm-local:fake_kingston", "braket-local:sv")
 
 
-def provider(name: str) -> str:
-    """The registry prefix of a backend name (``ibm:ibm_brisbane`` → ``ibm``)."""
+def kind_of(name: str) -> str:
+    """The registry kind of a backend name (``ibm:ibm_brisbane`` → ``ibm``)."""
     return name.split(":", 1)[0]
 
 
 def is_hardware(name: str) -> bool:
-    """True for backends that run on a remote QPU (queued for hours: submit-and-poll)."""
-    return provider(name) in HARDWARE_PROVIDERS
+    """True for backends that run on a remote QPU (queued for hours: submit, then poll)."""
+    return kind_of(name) in HARDWARE_KINDS
 
 
 def queue_for(name: str) -> str:
@@ -26,20 +35,65 @@ def queue_for(name: str) -> str:
 
 def check_backend(name: str, kind: str) -> str | None:
     """None when a job of ``kind`` can run on ``name``, else the reason it cannot."""
-    if name != "exact":
-        return f"unknown backend {name!r}; available: exact"
+    if name == "exact":
+        return None
+    from backends.registry import parse_name
+
+    try:
+        parse_name(name)
+    except ValueError as exc:
+        return str(exc)
+    if kind == "train":
+        return f"training runs on the exact engine (backend 'exact'); {name!r} is available for inference jobs"
     return None
 
 
+def credentials_configured(kind: str) -> bool:
+    """Whether the provider's credentials are present (environment or the SDK's files); never their values."""
+    home = Path.home()
+    if kind == "ibm":
+        return bool(os.environ.get("QISKIT_IBM_TOKEN")) or (home / ".qiskit" / "qiskit-ibm.json").is_file()
+    if kind == "braket":
+        env = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE")
+        return any(os.environ.get(v) for v in env) or (home / ".aws" / "credentials").is_file()
+    return True
+
+
+@lru_cache(maxsize=1)
+def _local_entries() -> tuple[dict[str, Any], ...]:
+    from backends.registry import get_backend
+
+    entries = []
+    for name in LOCAL_CATALOG:
+        backend = get_backend(name)
+        availability = backend.availability()
+        entries.append(
+            {
+                "name": name,
+                "kind": "simulator",
+                "queue": queue_for(name),
+                "capabilities": dataclasses.asdict(backend.capabilities()),
+                "availability": {"available": availability.available, "reason": availability.reason},
+                "credentials_configured": True,
+            }
+        )
+    return tuple(entries)
+
+
 def catalog() -> list[dict[str, Any]]:
-    """Descriptions of the available backends (no secrets)."""
-    return [
+    """The local simulators (probed once per process) and the cloud providers (no network call here)."""
+    cloud = [
         {
-            "name": "exact",
-            "kind": "simulator",
-            "queue": SIM_QUEUE,
-            "capabilities": {"mid_circuit_measurement": True, "reset": True, "exact_probabilities": True},
-            "availability": {"available": True},
-            "credentials_configured": True,
+            "name": f"{kind}:<{'backend' if kind == 'ibm' else 'device arn'}>",
+            "kind": "hardware",
+            "queue": HW_QUEUE,
+            "capabilities": {"provider": kind, "hardware": True},
+            "availability": {
+                "available": None,
+                "reason": "checked against the provider when a job is submitted to a named device",
+            },
+            "credentials_configured": credentials_configured(kind),
         }
+        for kind in HARDWARE_KINDS
     ]
+    return [*_local_entries(), *cloud]

@@ -18,6 +18,11 @@ BackendName = Annotated[
     ),
 ]
 
+Fallback = Annotated[
+    Literal["none", "aer", "exact"],
+    Field(description="where to run when the backend is unavailable (recorded in the result); none = fail"),
+]
+
 
 class StrictModel(BaseModel):
     """Base model that rejects unknown fields."""
@@ -105,7 +110,7 @@ class TrainJobSpec(StrictModel):
     encoder: EncoderSpec = Field(default_factory=EncoderSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     backend: BackendName = "exact"
-    fallback: list[BackendName] = Field(default_factory=list, max_length=8)
+    fallback: Fallback = "none"
     budget: BudgetSpec | None = None
     seed: int = Field(0, ge=0, le=2**63 - 1)
 
@@ -154,7 +159,7 @@ class InferJobSpec(StrictModel):
     inputs: Annotated[ImageInputs | DatasetSlice, Field(discriminator="source")]
     encoder: EncoderSpec | None = Field(None, description="defaults to the encoder the model was trained with")
     backend: BackendName = "exact"
-    fallback: list[BackendName] = Field(default_factory=list, max_length=8)
+    fallback: Fallback = "none"
     budget: BudgetSpec | None = None
     seed: int = Field(0, ge=0, le=2**63 - 1)
 

@@ -36,7 +36,9 @@ def _settings(task: Task) -> Settings:
 @shared_task(bind=True, name=TASK_RUN_JOB, max_retries=None)
 def run_job(self: Task, job_id: str) -> str:
     """Run one simulator job to a terminal state (or hand it over when another worker owns it)."""
+    from workers.hardware import start_hardware
     from workers.inference import InvalidJob, run_inference
+    from workers.routing import is_hardware
     from workers.training import run_training
 
     settings = _settings(self)
@@ -45,8 +47,11 @@ def run_job(self: Task, job_id: str) -> str:
         return "skipped"
     ctx = JobContext(settings, job_id, token)
     try:
-        if ctx.load().kind == "train":
+        job = ctx.load()
+        if job.kind == "train":
             run_training(ctx)
+        elif is_hardware(job.backend):
+            start_hardware(ctx)  # submits and returns; poll_hardware advances the job
         else:
             run_inference(ctx)
         return "done"

@@ -42,10 +42,6 @@ def _validate_refs(session: Session, owner: str, spec: JobSpec) -> None:
     reason = check_backend(spec.backend, spec.kind)
     if reason:
         unprocessable(("body", "backend"), reason)
-    for i, name in enumerate(spec.fallback):
-        reason = check_backend(name, spec.kind)
-        if reason:
-            unprocessable(("body", "fallback", i), reason)
     if isinstance(spec, InferJobSpec):
         model = session.get(Model, str(spec.model_id))
         if model is None or model.owner != owner:
