@@ -30,12 +30,21 @@ from workers.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def alembic_ini() -> Path:
+    """The repository's ``alembic.ini``: next to the sources (editable install) or in the working directory."""
+    for folder in (ROOT, Path.cwd()):
+        if (folder / "alembic.ini").is_file() and (folder / "migrations").is_dir():
+            return folder / "alembic.ini"
+    raise FileNotFoundError("alembic.ini and migrations/ not found; run from the repository root (or /app)")
+
+
 def migrate(settings: Settings) -> None:
     """``alembic upgrade head`` on the configured database."""
     if settings.database_url is None:
         settings.home.mkdir(parents=True, exist_ok=True)
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    ini = alembic_ini()
+    cfg = Config(str(ini))
+    cfg.set_main_option("script_location", str(ini.parent / "migrations"))
     cfg.set_main_option("sqlalchemy.url", settings.sqlalchemy_url)
     command.upgrade(cfg, "head")
 
