@@ -27,6 +27,7 @@ from sqsnn.encoders import DataKind, encode
 from sqsnn.network import NetworkOutput
 
 Loss = Literal["counts", "probs"]
+Schedule = Literal["constant", "cosine"]
 
 
 class SpikingModel(Protocol):
@@ -54,6 +55,7 @@ class TrainConfig:
         p_max: rate-coding ceiling.
         seed: seed of the training generator.
         eval_batch_size: batch size of evaluation passes.
+        schedule: learning rate ``constant`` or ``cosine`` (decays to 0 over all epochs' batches).
     """
 
     epochs: int = 5
@@ -65,6 +67,7 @@ class TrainConfig:
     p_max: float = 0.5
     seed: int = 0
     eval_batch_size: int = 500
+    schedule: Schedule = "cosine"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "T", "eval_batch_size"):
@@ -72,6 +75,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
         if self.loss not in ("counts", "probs"):
             raise ValueError(f"loss must be 'counts' or 'probs'; got {self.loss!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine'; got {self.schedule!r}")
         if not 0 < self.p_max <= 1:
             raise ValueError(f"p_max must be in (0, 1]; got {self.p_max}")
         if self.lr <= 0 or self.logit_scale <= 0:
@@ -199,6 +204,13 @@ def train(
         first_epoch = resume.epoch + 1
     n_train = len(data.y_train)
     n_batches = math.ceil(n_train / config.batch_size)
+    total_steps = n_batches * config.epochs
+
+    def learning_rate(step: int) -> float:
+        if config.schedule == "constant":
+            return config.lr
+        return 0.5 * config.lr * (1 + math.cos(math.pi * step / total_steps))
+
     for epoch in range(first_epoch, config.epochs + 1):
         started = time.perf_counter()
         model.train(True)
@@ -211,10 +223,12 @@ def train(
             xb, yb = data.x_train[idx], data.y_train[idx]
             out = model(encode(xb, data.kind, config.T, config.p_max, gen), gen)
             loss = batch_loss(out, yb, config)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate((epoch - 1) * n_batches + b)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total_loss += float(loss) * len(idx)
+            total_loss += float(loss.detach()) * len(idx)
             correct += int((model.predict(out) == yb).sum())
             if on_batch is not None:
                 on_batch(epoch, b, float(loss))
