@@ -37,9 +37,7 @@ def fake_backend(name: str) -> Any:
     try:
         return QiskitRuntimeService(channel="local").backend(name)
     except Exception as exc:  # the local service raises QiskitBackendNotFoundError
-        raise ValueError(
-            f"unknown IBM fake backend {name!r} (e.g. fake_kingston, fake_torino): {exc}"
-        ) from exc
+        raise ValueError(f"unknown IBM fake backend {name!r} (e.g. fake_kingston, fake_torino): {exc}") from exc
 
 
 def sub_target(target: Target, qubits: tuple[int, ...]) -> Target:
@@ -57,11 +55,7 @@ def sub_target(target: Target, qubits: tuple[int, ...]) -> Target:
         if None in entries:  # global (control flow) instruction
             sub.add_instruction(op, None, name=name)
             continue
-        local = {
-            tuple(index[q] for q in qargs): p
-            for qargs, p in entries.items()
-            if all(q in index for q in qargs)
-        }
+        local = {tuple(index[q] for q in qargs): p for qargs, p in entries.items() if all(q in index for q in qargs)}
         sub.add_instruction(op, local, name=name)
     return sub
 
@@ -93,9 +87,7 @@ def compact(circuit: QuantumCircuit, qubits: list[int]) -> QuantumCircuit:
     index = {q: i for i, q in enumerate(qubits)}
     out = QuantumCircuit(QuantumRegister(len(qubits), "q"), *circuit.cregs)
     for inst in circuit.data:
-        out.append(
-            inst.operation, [out.qubits[index[circuit.find_bit(q).index]] for q in inst.qubits], inst.clbits
-        )
+        out.append(inst.operation, [out.qubits[index[circuit.find_bit(q).index]] for q in inst.qubits], inst.clbits)
     return out
 
 
@@ -112,9 +104,7 @@ def isa_transpile(
 ) -> tuple[QuantumCircuit, dict[str, Any]]:
     """ISA circuit for ``device`` and the calibration snapshot of the physical qubits it uses."""
     layout = select_layout(device.target, lc.n) if choose_layout and lc.layout == "mid-circuit" else None
-    pm = generate_preset_pass_manager(
-        optimization_level=optimization_level, backend=device, initial_layout=layout
-    )
+    pm = generate_preset_pass_manager(optimization_level=optimization_level, backend=device, initial_layout=layout)
     isa = pm.run(lc.circuit)
     physical = list(isa.layout.initial_index_layout()[: lc.num_qubits])
     snapshot = calibration_snapshot(device, physical)
@@ -135,6 +125,9 @@ class AerBackend(QiskitBackend):
         self.per_circuit = self.options.neurons_per_circuit
         if device is not None:
             fake_backend(device)  # fail early on an unknown name
+
+    def cost_usd(self, tasks: int, shots: int) -> tuple[float | None, str]:
+        return 0.0, "local simulator"
 
     def capabilities(self) -> Capabilities:
         width = fake_backend(self.device).num_qubits if self.device else None
@@ -167,7 +160,10 @@ class AerBackend(QiskitBackend):
         seed: int | None,
         idempotency_key: str | None,
     ) -> Any:
-        backend_options: dict[str, Any] = {"method": self.options.method}
+        backend_options: dict[str, Any] = {
+            "method": self.options.method,
+            "max_parallel_threads": self.options.threads,
+        }
         if self.device is not None:
             pubs, used = compact_pubs(pubs)
             backend_options["noise_model"] = noise_model(self.device, used)

@@ -133,6 +133,12 @@ class SubmittedJob:
     submitted_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     local_key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
+    @property
+    def qubits_used(self) -> int:
+        """Qubits holding neurons, summed over the chunks' circuits (0 when no circuit ran)."""
+        per_neuron = {"mid-circuit": 2, "deferred": self.steps + 1}.get(self.layout, 0)
+        return per_neuron * self.neurons
+
 
 @dataclass
 class LayerResult:
@@ -149,6 +155,7 @@ class LayerResult:
     calibration: dict[str, Any] | None = None
     fallback: FallbackRecord | None = None
     usage: dict[str, Any] | None = None
+    qubits_used: int = 0  # qubits holding neurons, summed over circuits
 
     @property
     def single_shot(self) -> np.ndarray:

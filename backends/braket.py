@@ -47,9 +47,7 @@ def device_capabilities(props: Mapping[str, Any], *, hardware: bool) -> Capabili
     """Capabilities from a Braket device-properties document (``device.properties.dict()``)."""
     action = props.get("action", {}).get(OPENQASM_ACTION)
     if action is None:
-        raise BackendRefused(
-            "device does not accept OpenQASM 3 programs (no braket.ir.openqasm.program action)"
-        )
+        raise BackendRefused("device does not accept OpenQASM 3 programs (no braket.ir.openqasm.program action)")
     ops = {str(o).lower() for o in action.get("supportedOperations", [])}
     missing = [g for g in REQUIRED_GATES if g not in ops]
     if missing:
@@ -91,9 +89,7 @@ def in_execution_window(windows: list[Mapping[str, Any]], now: datetime) -> bool
 class BraketBackend(BaseBackend):
     """Braket local simulator (``target`` = ``sv`` / ``dm``) or device (``target`` = ARN)."""
 
-    def __init__(
-        self, target: str, *, local: bool, options: BraketOptions | None = None, device: Any = None
-    ) -> None:
+    def __init__(self, target: str, *, local: bool, options: BraketOptions | None = None, device: Any = None) -> None:
         """``device``: an already constructed ``AwsDevice``-like object (properties, status, aws_session)."""
         self.options = options or BraketOptions()
         self.local = local
@@ -224,9 +220,7 @@ class BraketBackend(BaseBackend):
             else:
                 for i, values in enumerate(inputs):
                     token = f"{idempotency_key}/{a}/{i}" if idempotency_key else f"{job.local_key}/{a}/{i}"
-                    arn = self._create_task(
-                        Program(source=source, inputs=values), shots, token, job.local_key
-                    )
+                    arn = self._create_task(Program(source=source, inputs=values), shots, token, job.local_key)
                     job.job_ids.append(arn)
         self._batches[job.local_key] = handles
         return job
@@ -278,6 +272,7 @@ class BraketBackend(BaseBackend):
             jobs=len(job.job_ids),
             shots=job.batch * job.shots * len(job.chunks),
             qubits_per_circuit=job.qubits_per_circuit,
+            qubits_used=job.qubits_used,
             calibration=job.calibration,
         )
 

@@ -105,9 +105,7 @@ class BaseBackend:
         """Refuse, naming the failed capability or limit, before anything is submitted."""
         caps = self.capabilities()
         if mode not in caps.modes:
-            raise BackendRefused(
-                f"{self.name}: memory mode {mode!r} is not supported (supported: {caps.modes})"
-            )
+            raise BackendRefused(f"{self.name}: memory mode {mode!r} is not supported (supported: {caps.modes})")
         if self.layout == "mid-circuit" and not (
             caps.mid_circuit_measurement and caps.reset and caps.readable_mid_circuit
         ):
@@ -116,13 +114,9 @@ class BaseBackend:
                 "mid-circuit layout needs; use the deferred layout"
             )
         if shots < caps.min_shots:
-            raise BackendRefused(
-                f"{self.name}: shots per task {shots} is below the device minimum {caps.min_shots}"
-            )
+            raise BackendRefused(f"{self.name}: shots per task {shots} is below the device minimum {caps.min_shots}")
         if caps.max_shots is not None and shots > caps.max_shots:
-            raise BackendRefused(
-                f"{self.name}: shots per task {shots} exceeds the device maximum {caps.max_shots}"
-            )
+            raise BackendRefused(f"{self.name}: shots per task {shots} exceeds the device maximum {caps.max_shots}")
         width = self.qubits_per_neuron(steps) * min(neurons, self.neurons_per_circuit())
         if caps.max_qubits is not None and width > caps.max_qubits:
             raise BackendRefused(

@@ -5,7 +5,7 @@ neurons owns the neighbouring qubits ``2k`` (memory) and ``2k + 1`` (I/O). Each 
 for every neuron k,
 
     RX(phi[t, k]) on I/O;  CRX(theta_ent[k]) control=memory target=I/O;  RX(theta_mem[k]) on memory;
-    RX(theta_in[k]) on I/O;  measure I/O -> spikes[t * n + k];  reset I/O
+    RX(theta_in[k]) on I/O;  measure I/O -> spikes[t * n + k];  reset I/O (except after the last step)
 
 (``memory="memoryless"`` also resets the memory qubit at the start of every step t > 0).
 
@@ -115,7 +115,8 @@ def compile_layer(
             qc.rx(theta[3 * k + 2], q)
             if layout == "mid-circuit":
                 qc.measure(q, creg[t * n + k])
-                qc.reset(q)
+                if t < T - 1:  # a reset after the last measurement would change nothing
+                    qc.reset(q)
     if layout == "deferred":
         for t in range(T):
             for k in range(n):

@@ -31,6 +31,9 @@ class ExactBackend(BaseBackend):
     def qubits_per_neuron(self, steps: int) -> int:
         return 0
 
+    def cost_usd(self, tasks: int, shots: int) -> tuple[float | None, str]:
+        return 0.0, "in-process engine"
+
     def capabilities(self) -> Capabilities:
         return Capabilities(
             provider="sqsnn",
@@ -72,9 +75,7 @@ class ExactBackend(BaseBackend):
                 spikes, _ = sqs_layer(zt.contiguous(), params, mode, gen)
             else:  # memory starts in RX(alpha)|0>: step by step from that state
                 alpha = torch.as_tensor(
-                    np.broadcast_to(np.asarray(memory_angles, dtype=np.float64), (batch, n)).reshape(
-                        1, batch * n
-                    ),
+                    np.broadcast_to(np.asarray(memory_angles, dtype=np.float64), (batch, n)).reshape(1, batch * n),
                     dtype=dtype,
                 ).expand(shots, batch * n)
                 state = SQSState(-torch.sin(alpha), torch.cos(alpha), torch.zeros_like(alpha))

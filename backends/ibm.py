@@ -44,17 +44,15 @@ def redact(message: str) -> str:
 def local_simulator(device: str, qubits: tuple[int, ...] | None) -> AerSimulator:
     """Execution target of ``ibm-local``: MPS Aer with the fake device's noise on ``qubits`` (None: ideal)."""
     if qubits is None:
-        return AerSimulator(method="matrix_product_state")
-    return AerSimulator(method="matrix_product_state", noise_model=noise_model(device, qubits))
+        return AerSimulator(method="matrix_product_state", max_parallel_threads=1)
+    return AerSimulator(method="matrix_product_state", max_parallel_threads=1, noise_model=noise_model(device, qubits))
 
 
 def batch_tag(pubs: list[tuple[QuantumCircuit, np.ndarray, int]], device: str) -> str:
     """Deterministic job tag of a submission (same circuits, values and shots -> same tag)."""
     h = hashlib.sha256(device.encode())
     for circuit, values, shots in pubs:
-        h.update(
-            f"{circuit.num_qubits}:{circuit.size()}:{sorted(circuit.count_ops().items())}:{shots}".encode()
-        )
+        h.update(f"{circuit.num_qubits}:{circuit.size()}:{sorted(circuit.count_ops().items())}:{shots}".encode())
         h.update(np.ascontiguousarray(values).tobytes())
     return "sqsnn-" + h.hexdigest()[:24]
 
@@ -103,6 +101,11 @@ class IBMRuntimeBackend(QiskitBackend):
                 return Availability(False, f"{self.name}: backend not operational ({status.status_msg})")
             return Availability(True, f"operational, {status.pending_jobs} pending jobs")
         return Availability(True, "local testing mode")
+
+    def cost_usd(self, tasks: int, shots: int) -> tuple[float | None, str]:
+        if self.local:
+            return 0.0, "local testing mode"
+        return None, "IBM Quantum bills QPU time, not shots: no per-shot price"
 
     def capabilities(self) -> Capabilities:
         device = self.device()

@@ -49,6 +49,4 @@ def braket_prices() -> PriceTable:
             source=str(data.get("source", path)),
         )
     except KeyError as exc:
-        raise ValueError(
-            f"price file {path} lacks key {exc.args[0]!r} (needs as_of, per_task, per_shot)"
-        ) from None
+        raise ValueError(f"price file {path} lacks key {exc.args[0]!r} (needs as_of, per_task, per_shot)") from None

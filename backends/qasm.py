@@ -68,11 +68,11 @@ def native_qasm(lc: LayerCircuit) -> str:
                 f"rx({_theta(3 * k + 2)}) q[{q}];",
             ]
             if lc.layout == "mid-circuit":
-                lines += [f"{CREG_NAME}[{t * n + k}] = measure q[{q}];", f"reset q[{q}];"]
+                lines.append(f"{CREG_NAME}[{t * n + k}] = measure q[{q}];")
+                if t < T - 1:
+                    lines.append(f"reset q[{q}];")
     if lc.layout == "deferred":
-        lines += [
-            f"{CREG_NAME}[{t * n + k}] = measure q[{lc.io_qubits[k][t]}];" for t in range(T) for k in range(n)
-        ]
+        lines += [f"{CREG_NAME}[{t * n + k}] = measure q[{lc.io_qubits[k][t]}];" for t in range(T) for k in range(n)]
     return "\n".join(lines) + "\n"
 
 

@@ -136,5 +136,6 @@ class QiskitBackend(BaseBackend):
             jobs=1,
             shots=job.batch * job.shots * len(job.chunks),
             qubits_per_circuit=job.qubits_per_circuit,
+            qubits_used=job.qubits_used,
             calibration=job.calibration,
         )

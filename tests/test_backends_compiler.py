@@ -28,7 +28,7 @@ def test_circuit_structure_and_parameters() -> None:
     lc = compile_layer(3, 4)
     ops = lc.circuit.count_ops()
     assert lc.num_qubits == 6 and lc.num_bits == 12 and len(lc.circuit.cregs) == 1
-    assert ops["measure"] == ops["reset"] == 12 and ops["crx"] == 12 and ops["rx"] == 36
+    assert ops["measure"] == 12 and ops["reset"] == 9 and ops["crx"] == 12 and ops["rx"] == 36
     assert lc.circuit.num_parameters == 12 + 9
     deferred = compile_layer(3, 4, layout="deferred")
     assert deferred.num_qubits == 15 and "reset" not in deferred.circuit.count_ops()

@@ -1,0 +1,119 @@
+"""Run a whole SQSNN through a backend, layer by layer, single shot per sample.
+
+The spikes of layer l, returned by the backend, give layer l+1's currents classically
+(``W s + b``, plus the direct input synapses of the last layer when the network has them). One
+submission (one provider job on Qiskit backends) per layer per batch. The readout needs per-step spike
+probabilities only to break ties: they are computed exactly, classically, *conditioned on the observed
+output spikes* (``sqsnn.neuron.next_state``), so they are the probabilities the hardware run had.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from torch import Tensor
+
+from backends.base import BackendUnavailable, FallbackRecord, LayerResult
+from backends.common import BaseBackend
+from backends.estimate import NetworkEstimate, enforce_budget, estimate_network
+from backends.options import RunPolicy
+from backends.registry import Resolved, fall_back, resolve
+from sqsnn.network import NetworkOutput, SQSLayer, SQSNetwork
+from sqsnn.neuron import MemoryMode, SQSParams, initial_state, next_state, spike_probability
+
+
+@dataclass
+class NetworkRun:
+    """Result of :func:`run_network`: every layer's spikes ``(T, B, n)`` and conditional probabilities,
+    predictions ``(B,)``, per-layer execution records, the estimate that was checked, and the fallback."""
+
+    spikes: list[Tensor]
+    probs: list[Tensor]
+    predictions: Tensor
+    layers: list[LayerResult]
+    estimate: NetworkEstimate
+    backend: str
+    fallback: FallbackRecord | None
+    wall_s: float
+
+
+def conditional_probabilities(z: Tensor, params: SQSParams, mode: MemoryMode, spikes: Tensor) -> Tensor:
+    """``p(s_t = 1 | observed s_<t)`` ``(T, B, n)`` for currents ``z`` and observed ``spikes`` (T, B, n)."""
+    steps, batch, n = z.shape
+    state = initial_state(batch, n, dtype=z.dtype, device=z.device)
+    out = []
+    for t in range(steps):
+        out.append(spike_probability(z[t], state, params, mode))
+        state = next_state(z[t], state, params, mode, spikes[t])
+    return torch.stack(out)
+
+
+def run_network(
+    net: SQSNetwork,
+    x: Tensor,
+    backend: str | BaseBackend,
+    *,
+    options: Mapping[str, Any] | BaseModel | None = None,
+    policy: RunPolicy | None = None,
+    seed: int | None = None,
+) -> NetworkRun:
+    """Classify encoded inputs ``x (T, B, sizes[0])`` on ``backend`` (a name or a backend object).
+
+    The budget of ``policy`` is enforced on the estimate before anything is submitted. If the backend is
+    unavailable, or becomes unavailable at submission, ``policy.fallback`` decides (and is recorded).
+    """
+    start = time.perf_counter()
+    policy = policy or RunPolicy()
+    resolved = resolve(backend, options, policy) if isinstance(backend, str) else Resolved(backend, None)
+    steps, batch, _ = x.shape
+    estimate = estimate_network(net.config.sizes, steps, batch, resolved.backend)
+    enforce_budget(estimate, policy.budget)
+    mode = net.config.mode
+    spikes: list[Tensor] = []
+    probs: list[Tensor] = []
+    records: list[LayerResult] = []
+    h = x.to(torch.float64)
+    with torch.no_grad():
+        for index, layer in enumerate(net.layers):
+            assert isinstance(layer, SQSLayer)
+            z = layer.currents(h, x.to(torch.float64) if layer.direct_weight is not None else None)
+            layer_seed = None if seed is None else seed + 1_000_003 * index
+            try:
+                result = resolved.backend.run_layer(z, layer.params(), mode=mode, seed=layer_seed)
+            except BackendUnavailable as exc:
+                resolved = fall_back(resolved.backend.name, str(exc), policy)
+                result = resolved.backend.run_layer(z, layer.params(), mode=mode, seed=layer_seed)
+            result.fallback = resolved.fallback
+            records.append(result)
+            h = torch.as_tensor(result.single_shot, dtype=torch.float64)
+            spikes.append(h)
+            probs.append(conditional_probabilities(z, layer.params(), mode, h))
+    predictions = net.predict(NetworkOutput(spikes, probs))
+    return NetworkRun(
+        spikes=spikes,
+        probs=probs,
+        predictions=predictions,
+        layers=records,
+        estimate=estimate,
+        backend=resolved.backend.name,
+        fallback=resolved.fallback,
+        wall_s=time.perf_counter() - start,
+    )
+
+
+def qubit_utilisation(run: NetworkRun) -> float:
+    """Qubits holding a neuron / qubits of all executed circuits (1.0 when every circuit is full)."""
+    used = sum(layer.qubits_used for layer in run.layers)
+    total = sum(layer.circuits * layer.qubits_per_circuit for layer in run.layers)
+    return used / total if total else float("nan")
+
+
+def spike_counts(run: NetworkRun) -> np.ndarray:
+    """Output spike counts ``(B, C)`` over T."""
+    return run.spikes[-1].sum(0).numpy()
