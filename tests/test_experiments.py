@@ -158,6 +158,7 @@ train = {{ epochs = 2, batch_size = 20, T = 3 }}
     want = {r["key"]: r["test_accuracy"] for r in _rows(reference_dir / "results" / "cells.csv")}
     assert got == want, "a resumed cell ends exactly where an uninterrupted one does"
     assert run_experiment(config, log=lambda _: None).ran == []
+    assert not list((tmp_path / "results" / "checkpoints").iterdir()), "finished cells leave no checkpoint"
 
 
 def test_total_budget_leaves_cells_for_the_next_run(tmp_path: Path) -> None:
