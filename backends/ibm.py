@@ -169,6 +169,14 @@ class IBMRuntimeBackend(QiskitBackend):
             self._by_tag[tag] = job
         return job
 
+    def _job(self, job: SubmittedJob) -> Any:
+        """The provider job: from this process, or (real IBM) retrieved by id after a restart."""
+        if job.local_key in self._jobs or self.local:
+            return super()._job(job)
+        self.device()
+        self._jobs[job.local_key] = self._service.job(job.job_ids[0])
+        return self._jobs[job.local_key]
+
     def fetch(self, job: SubmittedJob) -> LayerResult:
         provider_job = self._job(job)
         result = super().fetch(job)

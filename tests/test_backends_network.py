@@ -128,3 +128,32 @@ def test_conditional_probabilities_reproduce_the_engine() -> None:
             p.detach().numpy(),
             atol=1e-12,
         )
+
+
+def test_every_backend_kind_implements_the_interface() -> None:
+    from backends.base import Backend
+
+    for name in ("exact", "aer", "aer-noisy:fake_torino", "ibm-local:fake_torino", "braket-local:dm"):
+        be = get_backend(name)
+        assert isinstance(be, Backend) and be.name == name
+        caps = be.capabilities()
+        assert caps.mid_circuit_measurement and caps.reset and be.availability().available
+
+
+def test_estimate_command_prints_and_enforces_the_budget() -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from backends.cli import estimate_command
+
+    app = typer.Typer()
+    app.command("estimate")(estimate_command)
+    app.command("noop")(lambda: None)  # a second command keeps "estimate" as a sub-command
+    runner = CliRunner()
+    ok = runner.invoke(app, ["estimate", "--backend", "aer", "--sizes", "784,64,10", "--batch", "256"])
+    assert ok.exit_code == 0 and "768" in ok.output  # 256 x (2 + 1) circuits
+    garnet = "braket:arn:aws:braket:eu-north-1::device/qpu/iqm/Garnet"
+    over = runner.invoke(app, ["estimate", "--backend", garnet, "--shots", "100", "--max-cost", "10"])
+    assert over.exit_code == 1 and "max_cost_usd=10" in over.output
+    bad = runner.invoke(app, ["estimate", "--backend", "qpu"])
+    assert bad.exit_code == 2 and "unknown backend" in bad.output
