@@ -71,6 +71,7 @@ def _submit_layer(
                 tags=list(submitted.job_ids),
                 status="submitted",
                 shots=submitted.batch * submitted.shots * len(submitted.chunks),
+                cost_usd=carry["layer_costs"][step],
                 calibration=submitted.calibration,
                 payload={
                     "submitted": dataclasses.asdict(submitted),
@@ -112,6 +113,7 @@ def start_hardware(ctx: JobContext) -> None:
         "kind": p.kind,
         "encoder": p.encoder.model_dump(),
         "labels": p.y.tolist() if p.y is not None else None,
+        "layer_costs": [layer.cost_usd for layer in estimate.layers],
     }
     _submit_layer(ctx.settings, ctx.job_id, 0, backend, p.net, x, [], carry)
 
@@ -147,7 +149,7 @@ def advance(settings: Settings, sub_id: int) -> None:
     """Poll one submission; on completion fetch it and submit the next layer or finish the job."""
     from backends.base import SubmittedJob
     from backends.execute import conditional_probabilities
-    from sqsnn.network import NetworkOutput, SQSNetwork
+    from sqsnn.network import NetworkOutput, SQSLayer, SQSNetwork
     from workers.specs import EncoderSpec, InferJobSpec
 
     with session_scope(sessions_for(settings)) as s:
@@ -216,12 +218,13 @@ def advance(settings: Settings, sub_id: int) -> None:
     ]
     hidden.append(spikes)
     if step + 1 < len(net.layers):
-        carry = {k: payload[k] for k in ("seed", "spec", "kind", "encoder", "labels")}
+        carry = {k: payload[k] for k in ("seed", "spec", "kind", "encoder", "labels", "layer_costs")}
         _submit_layer(settings, job_id, step + 1, backend, net, x, hidden, carry)
         return
     with torch.no_grad():
         probs, h = [], x
         for layer, s_out in zip(net.layers, hidden, strict=True):
+            assert isinstance(layer, SQSLayer)
             z = layer.currents(h, x if layer.direct_weight is not None else None)
             probs.append(conditional_probabilities(z, layer.params(), net.config.mode, s_out))
             h = s_out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -33,7 +33,7 @@ class Prepared:
 
     spec: InferJobSpec
     net: Any
-    kind: str
+    kind: Literal["static", "frames"]
     encoder: EncoderSpec
     x: torch.Tensor
     y: torch.Tensor | None
@@ -44,6 +44,7 @@ def _inputs(spec: InferJobSpec, kind: str, n_inputs: int) -> tuple[torch.Tensor,
     from sqsnn.datasets import load_dataset
 
     src = spec.inputs
+    y: torch.Tensor | None
     if isinstance(src, DatasetSlice):
         data = load_dataset(src.name, classes=src.classes)
         x_all, y_all = (data.x_test, data.y_test) if src.split == "test" else (data.x_train, data.y_train)
@@ -75,7 +76,7 @@ def prepare(ctx: JobContext) -> Prepared:
     net, meta = SQSNetwork.load(verified(path, sha))
     net.eval()
     encoder = spec.encoder or EncoderSpec(**meta.get("encoder", {}))
-    kind = str(meta.get("kind", "static"))
+    kind: Literal["static", "frames"] = "frames" if meta.get("kind") == "frames" else "static"
     x, y = _inputs(spec, kind, net.config.sizes[0])
     return Prepared(spec, net, kind, encoder, x, y)
 

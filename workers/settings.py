@@ -30,14 +30,14 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     redis_url: str | None = None
     secret_key: SecretStr = SecretStr(DEFAULT_SECRET)
-    max_active_jobs: int = Field(4, ge=1)
-    visibility_timeout_s: int = Field(7200, ge=1)
-    lease_s: float = Field(60.0, gt=0)
-    hardware_poll_interval_s: float = Field(30.0, gt=0)
-    reaper_interval_s: float = Field(30.0, gt=0)
-    cancel_poll_s: float = Field(0.5, gt=0)
-    progress_interval_s: float = Field(0.5, ge=0)
-    task_max_retries: int = Field(5, ge=0)
+    max_active_jobs: int = Field(default=4, ge=1)
+    visibility_timeout_s: int = Field(default=7200, ge=1)
+    lease_s: float = Field(default=60.0, gt=0)
+    hardware_poll_interval_s: float = Field(default=30.0, gt=0)
+    reaper_interval_s: float = Field(default=30.0, gt=0)
+    cancel_poll_s: float = Field(default=0.5, gt=0)
+    progress_interval_s: float = Field(default=0.5, ge=0)
+    task_max_retries: int = Field(default=5, ge=0)
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:

@@ -44,9 +44,9 @@ class DatasetSpec(StrictModel):
     """Which embedded dataset to train and test on, optionally restricted to classes and limited in size."""
 
     name: DatasetName
-    classes: list[Annotated[int, Field(ge=0, le=9)]] | None = Field(None, min_length=2, max_length=10)
-    limit_train: int | None = Field(None, ge=1, le=1_000_000)
-    limit_test: int | None = Field(None, ge=1, le=1_000_000)
+    classes: list[Annotated[int, Field(ge=0, le=9)]] | None = Field(default=None, min_length=2, max_length=10)
+    limit_train: int | None = Field(default=None, ge=1, le=1_000_000)
+    limit_test: int | None = Field(default=None, ge=1, le=1_000_000)
 
     @field_validator("classes")
     @classmethod
@@ -59,8 +59,8 @@ class DatasetSpec(StrictModel):
 class EncoderSpec(StrictModel):
     """Rate encoding: T time steps, spike probability min(intensity, p_max) per step (frames ignore p_max)."""
 
-    T: int = Field(5, ge=1, le=1000)
-    p_max: float = Field(0.5, gt=0.0, le=1.0)
+    T: int = Field(default=5, ge=1, le=1000)
+    p_max: float = Field(default=0.5, gt=0.0, le=1.0)
 
 
 class TrainingSpec(StrictModel):
@@ -74,14 +74,14 @@ class TrainingSpec(StrictModel):
 
     method: Literal["bptt", "local"] = "bptt"
     estimator: Literal["exact", "shift", "chain", "official"] | None = None
-    epochs: int = Field(5, ge=1, le=1000)
-    batch_size: int = Field(64, ge=1, le=4096)
-    lr: float = Field(2e-3, gt=0.0, le=10.0)
+    epochs: int = Field(default=5, ge=1, le=1000)
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    lr: float = Field(default=2e-3, gt=0.0, le=10.0)
     loss: Literal["counts", "probs"] = "counts"
-    samples: int | None = Field(None, ge=1, le=64, description="local: forward runs per training sample")
-    shots: int | None = Field(None, ge=0, le=100_000, description="local: shots per probability (0 = exact)")
-    directions: int | None = Field(None, ge=1, le=64, description="local: SPSA directions K")
-    spsa_step: float | None = Field(None, gt=0.0, le=1.0, description="local: SPSA step c")
+    samples: int | None = Field(default=None, ge=1, le=64, description="local: forward runs per training sample")
+    shots: int | None = Field(default=None, ge=0, le=100_000, description="local: shots per probability (0 = exact)")
+    directions: int | None = Field(default=None, ge=1, le=64, description="local: SPSA directions K")
+    spsa_step: float | None = Field(default=None, gt=0.0, le=1.0, description="local: SPSA step c")
 
     @model_validator(mode="after")
     def _local_options(self) -> TrainingSpec:
@@ -96,23 +96,23 @@ class TrainingSpec(StrictModel):
 class BudgetSpec(StrictModel):
     """Upper bounds on hardware use; the job fails rather than exceed them."""
 
-    max_shots: int | None = Field(None, ge=1)
-    max_cost_usd: float | None = Field(None, ge=0.0)
+    max_shots: int | None = Field(default=None, ge=1)
+    max_cost_usd: float | None = Field(default=None, ge=0.0)
 
 
 class TrainJobSpec(StrictModel):
     """A training job."""
 
     kind: Literal["train"]
-    name: str | None = Field(None, max_length=100)
+    name: str | None = Field(default=None, max_length=100)
     model: ModelShape = Field(default_factory=ModelShape)
     dataset: DatasetSpec
     encoder: EncoderSpec = Field(default_factory=EncoderSpec)
-    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    training: TrainingSpec = Field(default_factory=lambda: TrainingSpec())
     backend: BackendName = "exact"
     fallback: Fallback = "none"
     budget: BudgetSpec | None = None
-    seed: int = Field(0, ge=0, le=2**63 - 1)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
 
 
 class ImageInputs(StrictModel):
@@ -138,9 +138,9 @@ class DatasetSlice(StrictModel):
     source: Literal["dataset"]
     name: DatasetName
     split: Literal["train", "test"] = "test"
-    start: int = Field(0, ge=0)
+    start: int = Field(default=0, ge=0)
     stop: int = Field(ge=1)
-    classes: list[Annotated[int, Field(ge=0, le=9)]] | None = Field(None, min_length=2, max_length=10)
+    classes: list[Annotated[int, Field(ge=0, le=9)]] | None = Field(default=None, min_length=2, max_length=10)
 
     @model_validator(mode="after")
     def _range(self) -> DatasetSlice:
@@ -157,11 +157,11 @@ class InferJobSpec(StrictModel):
     kind: Literal["infer"]
     model_id: uuid.UUID
     inputs: Annotated[ImageInputs | DatasetSlice, Field(discriminator="source")]
-    encoder: EncoderSpec | None = Field(None, description="defaults to the encoder the model was trained with")
+    encoder: EncoderSpec | None = Field(default=None, description="defaults to the encoder the model was trained with")
     backend: BackendName = "exact"
     fallback: Fallback = "none"
     budget: BudgetSpec | None = None
-    seed: int = Field(0, ge=0, le=2**63 - 1)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
 
 
 JobSpec = Annotated[TrainJobSpec | InferJobSpec, Field(discriminator="kind")]

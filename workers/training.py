@@ -95,12 +95,13 @@ def _trainer(spec: TrainJobSpec) -> Callable[..., Any]:
     from sqsnn.training.local import LocalConfig, train_local
 
     t = spec.training
-    common = {"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "seed": spec.seed}
+    common: dict[str, Any] = {"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "seed": spec.seed}
     common |= {"T": spec.encoder.T, "p_max": spec.encoder.p_max}
     if t.method == "bptt":
         return functools.partial(train, config=TrainConfig(loss=t.loss, **common))
-    options = {"samples": t.samples, "shots": t.shots, "directions": t.directions, "spsa_step": t.spsa_step}
-    options = {k: v for k, v in options.items() if v is not None}
+    given: dict[str, Any] = {"samples": t.samples, "shots": t.shots, "directions": t.directions}
+    given["spsa_step"] = t.spsa_step
+    options = {k: v for k, v in given.items() if v is not None}
     estimator = t.estimator or "exact"
     if estimator == "official":
         config = LocalConfig.reference(**common, **options)

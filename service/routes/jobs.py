@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
@@ -27,7 +27,7 @@ from workers.specs import InferJobSpec, JobSpec
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-NOT_FOUND = {404: {"description": "no such job for this API key's owner"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such job for this API key's owner"}}
 
 
 def _owned_job(session: Session, owner: str, job_id: str) -> Job:

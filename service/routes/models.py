@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import FileResponse
@@ -17,7 +17,7 @@ from workers.artifacts import ArtifactCorrupted, verified
 from workers.models import Model
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
-NOT_FOUND = {404: {"description": "no such model for this API key's owner"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such model for this API key's owner"}}
 
 
 def _owned_model(session: Session, owner: str, model_id: str) -> Model:
