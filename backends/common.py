@@ -20,6 +20,16 @@ from backends.base import (
 from backends.compiler import Layout, angles_array, chunk_bounds
 
 
+def derive_seed(seed: int | None, *keys: int) -> int | None:
+    """An independent-looking 31-bit seed for sub-run ``keys`` of a run seeded ``seed`` (None stays None).
+
+    Aer seeds shot i of a run with ``seed + i``, so runs seeded s and s + 1 share shots; derived seeds are
+    spread over 2**31 by a SeedSequence hash instead."""
+    if seed is None:
+        return None
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0] >> 1)
+
+
 def check_inputs(z: Any, angles: Any) -> tuple[np.ndarray, np.ndarray]:
     """Validate and convert: z -> (T, B, n) float64; angles -> (3, n) or (3, B, n) float64."""
     detach = getattr(z, "detach", None)

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from torch import Tensor
 
 from backends.base import BackendUnavailable, FallbackRecord, LayerResult
-from backends.common import BaseBackend
+from backends.common import BaseBackend, derive_seed
 from backends.estimate import NetworkEstimate, enforce_budget, estimate_network
 from backends.options import RunPolicy
 from backends.registry import Resolved, fall_back, resolve
@@ -83,7 +83,7 @@ def run_network(
         for index, layer in enumerate(net.layers):
             assert isinstance(layer, SQSLayer)
             z = layer.currents(h, x.to(torch.float64) if layer.direct_weight is not None else None)
-            layer_seed = None if seed is None else seed + 1_000_003 * index
+            layer_seed = derive_seed(seed, index)
             try:
                 result = resolved.backend.run_layer(z, layer.params(), mode=mode, seed=layer_seed)
             except BackendUnavailable as exc:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from backends.common import BaseBackend
+from backends.common import BaseBackend, derive_seed
 from backends.compiler import memory_angle
 from sqsnn.neuron import MemoryMode, SQSParams, SQSState
 
@@ -68,7 +68,7 @@ class BackendProbability:
             th_in = th_in + mem
         angles = np.stack([ent, mem, th_in]).reshape(3, rows, n)
         circuit_mode: Any = "memoryless" if mode == "memoryless" else "quantum"
-        seed = None if self.seed is None else self.seed + self.submissions
+        seed = derive_seed(self.seed, self.submissions)
         result = self.backend.run_layer(
             zz.reshape(1, rows, n),
             angles,

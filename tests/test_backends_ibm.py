@@ -88,3 +88,15 @@ def test_aer_noisy_fake_kingston_run_completes_and_noise_sits_on_the_right_qubit
         ci = stats.binomtest(k, T * B).proportion_ci(0.999)
         assert ci.low <= ro + 0.02 and ci.high >= ro
     assert rates[True] < rates[False] / 4
+
+
+def test_ibm_local_noisy_run_keeps_calibration_and_reports_done() -> None:
+    be = IBMRuntimeBackend("fake_torino", local=True)
+    job = be.submit(np.zeros((2, 300, 2)), np.zeros((3, 2)), seed=3)
+    res = be.fetch(job)
+    assert res.spikes.shape == (2, 300, 1, 2) and res.jobs == 1 and res.backend == "ibm-local:fake_torino"
+    snapshot = res.calibration["0:2"]  # type: ignore[index]
+    assert snapshot["layout_from_calibration"] and snapshot["calibrated_at"]
+    # ideally silent neurons: the spike rate is the I/O qubits' error level (a few percent at most)
+    assert 0 < res.spikes.mean() < 0.1
+    assert be.capabilities().noisy and be.estimate(2, 2, 300).cost_usd == 0.0
