@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from pydantic import BaseModel
 from torch import Tensor
@@ -112,8 +111,3 @@ def qubit_utilisation(run: NetworkRun) -> float:
     used = sum(layer.qubits_used for layer in run.layers)
     total = sum(layer.circuits * layer.qubits_per_circuit for layer in run.layers)
     return used / total if total else float("nan")
-
-
-def spike_counts(run: NetworkRun) -> np.ndarray:
-    """Output spike counts ``(B, C)`` over T."""
-    return run.spikes[-1].sum(0).numpy()

@@ -52,7 +52,6 @@ class BraketOptions(_Strict):
     layout: Literal["auto", "mid-circuit", "deferred"] = "auto"
     s3_bucket: str | None = None
     s3_prefix: str = "sqsnn"
-    poll_timeout_s: Annotated[float, Field(gt=0)] = 5 * 24 * 3600
 
 
 class Budget(_Strict):
