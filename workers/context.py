@@ -17,6 +17,8 @@ from workers.events import add_event, commit_and_publish, set_state
 from workers.models import TERMINAL_STATES, Job, utcnow
 from workers.settings import Settings
 
+QPU_SUBSTATES = ("waiting_qpu", "executing_qpu")
+
 
 class JobCancelled(Exception):
     """Raised inside a job when its owner asked to cancel it."""
@@ -59,6 +61,8 @@ def claim(settings: Settings, job_id: str, token: str) -> bool:
             ev = set_state(s, job, "cancelled", reason="cancelled before it started")
             commit_and_publish(s, settings.pubsub_url, [ev])
             return False
+        if job.state == "running" and job.lease_owner is None and job.substate in QPU_SUBSTATES:
+            return False  # submitted to a QPU: the hardware poller owns it now
         expires = aware(job.lease_expires_at)
         if job.state == "running" and job.lease_owner not in (None, token) and expires and expires > now:
             return False

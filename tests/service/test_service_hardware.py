@@ -94,6 +94,7 @@ def test_submit_then_poll_advances_layer_by_layer(served, settings, trained_mode
         assert subs[0].provider_job_id and subs[0].calibration is not None
     job = httpx.get(f"{served.url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}).json()
     assert job["state"] == "running" and job["substate"] == "waiting_qpu"
+    assert not claim(settings, job_id, "another-worker")  # a redelivered task must not submit it again
     # what the periodic poller does, until the job is finished
     deadline = time.monotonic() + 120
     while job["state"] == "running":
