@@ -116,8 +116,8 @@ def _stream(client: httpx.Client, job_id: str, epochs: int) -> None:
 
 
 def demo(
-    epochs: Annotated[int, typer.Option(min=1, help="training epochs")] = 3,
-    hidden: Annotated[int, typer.Option(min=1, help="hidden SQS neurons")] = 32,
+    epochs: Annotated[int, typer.Option(min=1, help="training epochs")] = 4,
+    hidden: Annotated[int, typer.Option(min=1, help="hidden SQS neurons")] = 64,
     limit_train: Annotated[int | None, typer.Option(min=1, help="use only this many training images")] = None,
     home: Annotated[Path | None, typer.Option(help="state directory (default: a new temporary one)")] = None,
 ) -> None:
@@ -140,7 +140,7 @@ def demo(
                 "model": {"hidden": [hidden], "mode": "quantum"},
                 "dataset": {"name": "digits", "limit_train": limit_train},
                 "encoder": {"T": 5, "p_max": 0.5},
-                "training": {"method": "bptt", "epochs": epochs, "batch_size": 32, "lr": 0.01},
+                "training": {"method": "bptt", "epochs": epochs, "batch_size": 32, "lr": 3e-3, "logit_scale": 3.0},
                 "backend": "exact",
             }
             r = client.post("/v1/jobs", json=body)

@@ -66,10 +66,10 @@ class EncoderSpec(StrictModel):
 class TrainingSpec(StrictModel):
     """Training method and hyper-parameters.
 
-    ``bptt``: surrogate-gradient backpropagation through time (``loss`` applies). ``local``: the paper's
-    local rule; ``estimator`` picks its gradient estimator (``exact``, ``shift`` = parameter shift + SPSA,
-    ``chain`` = parameter shift + chain rule, ``official`` = the reference recipe) and ``samples``,
-    ``shots``, ``directions``, ``spsa_step`` tune it.
+    ``bptt``: surrogate-gradient backpropagation through time (``loss`` and ``logit_scale`` apply).
+    ``local``: the paper's local rule; ``estimator`` picks its gradient estimator (``exact``,
+    ``shift`` = parameter shift + SPSA, ``chain`` = parameter shift + chain rule, ``official`` = the
+    reference recipe) and ``samples``, ``shots``, ``directions``, ``spsa_step`` tune it.
     """
 
     method: Literal["bptt", "local"] = "bptt"
@@ -78,6 +78,9 @@ class TrainingSpec(StrictModel):
     batch_size: int = Field(default=64, ge=1, le=4096)
     lr: float = Field(default=2e-3, gt=0.0, le=10.0)
     loss: Literal["counts", "probs"] = "counts"
+    logit_scale: float | None = Field(
+        default=None, gt=0.0, le=100.0, description="bptt: scale of the output rates inside the softmax"
+    )
     samples: int | None = Field(default=None, ge=1, le=64, description="local: forward runs per training sample")
     shots: int | None = Field(default=None, ge=0, le=100_000, description="local: shots per probability (0 = exact)")
     directions: int | None = Field(default=None, ge=1, le=64, description="local: SPSA directions K")
@@ -90,6 +93,8 @@ class TrainingSpec(StrictModel):
             given = [name for name in local_only if getattr(self, name) is not None]
             if given:
                 raise ValueError(f"{', '.join(given)} apply only to method 'local'")
+        elif self.logit_scale is not None:
+            raise ValueError("logit_scale applies only to method 'bptt'")
         return self
 
 

@@ -98,6 +98,8 @@ def _trainer(spec: TrainJobSpec) -> Callable[..., Any]:
     common: dict[str, Any] = {"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "seed": spec.seed}
     common |= {"T": spec.encoder.T, "p_max": spec.encoder.p_max}
     if t.method == "bptt":
+        if t.logit_scale is not None:
+            common["logit_scale"] = t.logit_scale
         return functools.partial(train, config=TrainConfig(loss=t.loss, **common))
     given: dict[str, Any] = {"samples": t.samples, "shots": t.shots, "directions": t.directions}
     given["spsa_step"] = t.spsa_step
