@@ -59,10 +59,10 @@ class TrainConfig:
     """
 
     epochs: int = 5
-    batch_size: int = 64
-    lr: float = 2e-3
+    batch_size: int = 32
+    lr: float = 1e-3
     loss: Loss = "counts"
-    logit_scale: float = 10.0
+    logit_scale: float = 5.0
     T: int = 5
     p_max: float = 0.5
     seed: int = 0
@@ -151,7 +151,7 @@ def evaluate(
     generator: torch.Generator,
     batch_size: int = 500,
     loss: Loss = "counts",
-    logit_scale: float = 10.0,
+    logit_scale: float = 5.0,
 ) -> EvalResult:
     """Single-shot accuracy of ``model`` on ``x`` (``(N, D)`` static or ``(N, T, D)`` frames), labels ``y``."""
     model.train(False)

@@ -122,3 +122,16 @@ def test_system_endpoints(client) -> None:
     assert 'sqsnn_jobs{state="queued"}' in metrics
     spec = client.get("/openapi.json").json()
     assert {"/v1/jobs", "/v1/jobs/{job_id}/events", "/v1/models/{model_id}/checkpoint"} <= set(spec["paths"])
+
+
+def test_cloud_credentials_are_reported_but_never_returned(client, monkeypatch) -> None:
+    token = "ibm-token-that-must-not-leak-123"
+    monkeypatch.setenv("QISKIT_IBM_TOKEN", token)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_WEB_IDENTITY_TOKEN_FILE", raising=False)
+    r = client.get("/v1/backends")
+    by_name = {b["name"].split(":")[0]: b for b in r.json()}
+    assert by_name["ibm"]["credentials_configured"] is True
+    assert by_name["ibm"]["kind"] == "hardware" and by_name["ibm"]["queue"] == "sqsnn.hw"
+    assert token not in r.text
