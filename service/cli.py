@@ -140,7 +140,7 @@ def demo(
                 "model": {"hidden": [hidden], "mode": "quantum"},
                 "dataset": {"name": "digits", "limit_train": limit_train},
                 "encoder": {"T": 5, "p_max": 0.5},
-                "training": {"method": "bptt", "epochs": epochs, "batch_size": 32, "lr": 3e-3, "logit_scale": 3.0},
+                "training": {"method": "bptt", "epochs": epochs},
                 "backend": "exact",
             }
             r = client.post("/v1/jobs", json=body)

@@ -75,8 +75,8 @@ class TrainingSpec(StrictModel):
     method: Literal["bptt", "local"] = "bptt"
     estimator: Literal["exact", "shift", "chain", "official"] | None = None
     epochs: int = Field(default=5, ge=1, le=1000)
-    batch_size: int = Field(default=64, ge=1, le=4096)
-    lr: float = Field(default=2e-3, gt=0.0, le=10.0)
+    batch_size: int | None = Field(default=None, ge=1, le=4096, description="default: the trainer's")
+    lr: float | None = Field(default=None, gt=0.0, le=10.0, description="default: the trainer's")
     loss: Literal["counts", "probs"] = "counts"
     logit_scale: float | None = Field(
         default=None, gt=0.0, le=100.0, description="bptt: scale of the output rates inside the softmax"

@@ -89,27 +89,27 @@ def _store_epoch(ctx: JobContext, spec: TrainJobSpec, metrics: Any, ckpt: Any) -
     )
 
 
-def _trainer(spec: TrainJobSpec) -> Callable[..., Any]:
-    """``train(model, data, **callbacks)`` for the job's method, with its configuration bound."""
+def _trainer(spec: TrainJobSpec) -> tuple[Callable[..., Any], Any]:
+    """``train(model, data, **callbacks)`` for the job's method with its configuration bound, and that
+    configuration (``TrainConfig`` or ``LocalConfig``; fields the job leaves unset keep the trainer's
+    defaults)."""
     from sqsnn.training.bptt import TrainConfig, train
     from sqsnn.training.local import LocalConfig, train_local
 
     t = spec.training
-    common: dict[str, Any] = {"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "seed": spec.seed}
-    common |= {"T": spec.encoder.T, "p_max": spec.encoder.p_max}
-    if t.method == "bptt":
-        if t.logit_scale is not None:
-            common["logit_scale"] = t.logit_scale
-        return functools.partial(train, config=TrainConfig(loss=t.loss, **common))
-    given: dict[str, Any] = {"samples": t.samples, "shots": t.shots, "directions": t.directions}
-    given["spsa_step"] = t.spsa_step
+    given: dict[str, Any] = {"batch_size": t.batch_size, "lr": t.lr, "logit_scale": t.logit_scale}
+    given |= {"samples": t.samples, "shots": t.shots, "directions": t.directions, "spsa_step": t.spsa_step}
     options = {k: v for k, v in given.items() if v is not None}
+    options |= {"epochs": t.epochs, "seed": spec.seed, "T": spec.encoder.T, "p_max": spec.encoder.p_max}
+    if t.method == "bptt":
+        config: Any = TrainConfig(loss=t.loss, **options)
+        return functools.partial(train, config=config), config
     estimator = t.estimator or "exact"
     if estimator == "official":
-        config = LocalConfig.reference(**common, **options)
+        config = LocalConfig.reference(**options)
     else:
-        config = LocalConfig(estimator=estimator, **common, **options)
-    return functools.partial(train_local, config=config)
+        config = LocalConfig(estimator=estimator, **options)
+    return functools.partial(train_local, config=config), config
 
 
 def run_training(ctx: JobContext) -> None:
@@ -137,7 +137,7 @@ def run_training(ctx: JobContext) -> None:
         seed=spec.seed,
     )
     model = SQSNetwork(config)
-    trainer = _trainer(spec)
+    trainer, trainer_config = _trainer(spec)
     resume = _load_resume(ctx)
     ctx.substate(
         "learning",
@@ -175,6 +175,7 @@ def run_training(ctx: JobContext) -> None:
         "dataset": spec.dataset.model_dump(),
         "encoder": spec.encoder.model_dump(),
         "training": spec.training.model_dump(),
+        "trainer_config": dataclasses.asdict(trainer_config),
         "kind": data.kind,
         "n_classes": data.n_classes,
         "test_accuracy": result.test_accuracy,
