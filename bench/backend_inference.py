@@ -7,8 +7,12 @@ the batch is one parameter array) and prints, per backend: accuracy with its bin
 circuits, jobs, shots, qubits per circuit, qubit utilisation and wall time, then the accuracy difference
 in units of its standard error and the wall-time ratio aer / exact.
 
+With ``--local-rule EPOCHS`` it then also trains digits 0-vs-1 (64-8-2 with direct synapses, T = 5) with
+the local rule's ``shift`` estimator, every probability estimate run through ``aer`` with ``--shots`` shots
+(:class:`backends.shift.BackendProbability`), and prints the test accuracy and submissions per epoch.
+
 Usage: ``python bench/backend_inference.py [--checkpoint PATH] [--epochs 2] [--samples 256]
-[--neurons-per-circuit 32] [--save PATH]``.
+[--neurons-per-circuit 32] [--save PATH] [--local-rule 2 --shots 100]``.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ import torch
 
 from backends.execute import NetworkRun, qubit_utilisation, run_network
 from backends.registry import get_backend
+from backends.shift import BackendProbability
 from sqsnn.datasets import load_dataset
 from sqsnn.encoders import encode
 from sqsnn.network import NetworkConfig, SQSNetwork
-from sqsnn.training.bptt import TrainConfig, train
+from sqsnn.training.bptt import Checkpoint, EpochMetrics, TrainConfig, train
+from sqsnn.training.local import LocalConfig, train_local
 
 
 def trained_network(args: argparse.Namespace) -> SQSNetwork:
@@ -61,6 +67,22 @@ def report(run: NetworkRun, y: torch.Tensor) -> float:
     return acc
 
 
+def local_rule_through_aer(epochs: int, shots: int) -> None:
+    data = load_dataset("digits", classes=[0, 1])
+    net = SQSNetwork(NetworkConfig(sizes=[64, 8, 2], mode="quantum", direct=True, seed=0))
+    prob = BackendProbability(get_backend("aer"), shots=shots, seed=1)
+    started = time.perf_counter()
+
+    def show(m: EpochMetrics, _: Checkpoint) -> None:
+        print(
+            f"local rule (shift, {shots} shots via aer) digits 0-vs-1 epoch {m.epoch}: test accuracy "
+            f"{m.test_accuracy:.3f}, {prob.submissions} submissions, {time.perf_counter() - started:.0f} s"
+        )
+
+    config = LocalConfig(estimator="shift", epochs=epochs, batch_size=16, T=5, seed=0, shots=shots)
+    train_local(net, data, config, probability=prob, on_epoch=show)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="load a trained SQSNetwork instead of training")
@@ -69,6 +91,8 @@ def main() -> None:
     parser.add_argument("--T", type=int, default=5)
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--neurons-per-circuit", type=int, default=32)
+    parser.add_argument("--local-rule", type=int, default=0, metavar="EPOCHS")
+    parser.add_argument("--shots", type=int, default=100, help="shots per estimate for --local-rule")
     args = parser.parse_args()
     torch.manual_seed(0)
     net = trained_network(args)
@@ -84,6 +108,8 @@ def main() -> None:
         f"accuracy difference aer - exact: {a_aer - a_exact:+.3f} = {(a_aer - a_exact) / max(se, 1e-12):+.2f} "
         f"standard errors; wall-time ratio aer / exact: {aer.wall_s / exact.wall_s:.0f}x"
     )
+    if args.local_rule:
+        local_rule_through_aer(args.local_rule, args.shots)
 
 
 if __name__ == "__main__":
