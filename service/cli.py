@@ -140,7 +140,7 @@ def demo(
                 "model": {"hidden": [hidden], "mode": "quantum"},
                 "dataset": {"name": "digits", "limit_train": limit_train},
                 "encoder": {"T": 5, "p_max": 0.5},
-                "training": {"method": "bptt", "epochs": epochs},
+                "training": {"method": "bptt", "epochs": epochs, "lr": 0.01},  # a rate that suits digits
                 "backend": "exact",
             }
             r = client.post("/v1/jobs", json=body)
