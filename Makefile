@@ -1,5 +1,5 @@
 # sqsnn developer commands. Every target works on a fresh machine: the first one builds .venv.
-#   make demo      train the demo model on the embedded digits dataset
+#   make demo      start the embedded service, train on digits over REST, stream progress, print accuracy
 #   make test      lint (ruff, ruff format --check, mypy) then the whole pytest suite
 #   make lint | fmt | bench | services
 
@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 .PHONY: help install demo test lint fmt bench services
 
 help:
-	@echo "make demo      train the demo model (digits, 128 hidden SQS neurons, 5 epochs, quantum memory)"
+	@echo "make demo      embedded service: train an SQSNN on digits over REST, stream it, print the accuracy"
 	@echo "make test      lint, then run the test suite (TEST_TIMEOUT=$(TEST_TIMEOUT) s per test)"
 	@echo "make lint      ruff check, ruff format --check, mypy"
 	@echo "make fmt       ruff format and ruff check --fix"
@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/sqsnn train --dataset digits --hidden 128 --epochs 5 --mode quantum
+	$(BIN)/sqsnn demo
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
