@@ -121,6 +121,7 @@ def test_grid_runs_every_cell_and_writes_records_table_and_figures(tmp_path: Pat
 def test_interrupted_run_resumes_from_checkpoint_and_skips_finished_cells(tmp_path: Path) -> None:
     text = """
 results_dir = "{results}"
+report = "{results}/../table.md"
 datasets = ["digits"]
 seeds = [0, 1]
 [dataset_options.digits]
@@ -159,6 +160,7 @@ train = {{ epochs = 2, batch_size = 20, T = 3 }}
     assert got == want, "a resumed cell ends exactly where an uninterrupted one does"
     assert run_experiment(config, log=lambda _: None).ran == []
     assert not list((tmp_path / "results" / "checkpoints").iterdir()), "finished cells leave no checkpoint"
+    assert "| digits | S | quantum | BPTT |" in (tmp_path / "table.md").read_text(), "the configured report path"
 
 
 def test_total_budget_leaves_cells_for_the_next_run(tmp_path: Path) -> None:

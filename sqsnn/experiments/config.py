@@ -4,6 +4,7 @@ Example::
 
     name = "digits"
     results_dir = "results/digits"      # relative to the working directory
+    report = "docs/results.md"          # optional: where the markdown table goes (default results_dir/results.md)
     data_dir = "/data"                  # optional: on-disk datasets (mnist, fmnist, kmnist, mnist-dvs)
     datasets = ["digits", "mnist-5k"]
     seeds = [0, 1, 2]
@@ -131,6 +132,7 @@ class ExperimentConfig:
     data_dir: Path | None = None
     dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     threads: int | None = None
+    report: Path | None = None
 
     def cells(self) -> list[Cell]:
         """Every cell in run order: dataset, then model entry, then mode, then seed."""
@@ -207,6 +209,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
     accepted = {
+        "report",
         "name",
         "results_dir",
         "data_dir",
@@ -244,6 +247,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
         data_dir=Path(raw["data_dir"]) if "data_dir" in raw else None,
         dataset_options={k: dict(v) for k, v in raw.get("dataset_options", {}).items()},
         threads=_threads(raw.get("threads")),
+        report=Path(raw["report"]) if "report" in raw else None,
     )
 
 

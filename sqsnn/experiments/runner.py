@@ -215,7 +215,7 @@ def run_experiment(config: Path | str, *, log: Callable[[str], None] = print) ->
         (out / "checkpoints" / f"{cell.slug}.pt").unlink(missing_ok=True)  # the cell is recorded as finished
         summary.ran.append(cell.key)
     if (out / CELLS).is_file():
-        report(out)
+        report(out, cfg.report)
     if summary.remaining:
         log(f"{len(summary.remaining)} cell(s) left by max_total_seconds; run the same command to continue")
     return summary
