@@ -16,7 +16,10 @@ Per mini-batch (every sample repeated M times, each repeat an independent single
 
 Estimator ``official`` follows the reference code (``LocalConfig.reference()`` sets all its constants): no
 baseline, SGD, clipping ±0.05 (output weights and angles), ±0.025 (hidden weights), ±0.02 (hidden angles),
-lr 0.02 with hidden rate halved, K = 5, c = 0.03, batch 1, and :func:`reference_initialise`.
+lr 0.02 with hidden rate halved, K = 5, c = 0.03, batch 1, and :func:`reference_initialise`. With a batch
+larger than 1 (not in the reference) the per-sample estimates are averaged before clipping. As in the
+reference, output neurons run freely in the forward pass (their memory follows their own sampled spikes)
+and the learning signal uses those probabilities; that holds for every estimator here.
 
 Nothing crosses a layer: the only quantities shared between layers are the forward spikes and the scalar
 learning signal. Everything is vectorised over samples, neurons and time.
