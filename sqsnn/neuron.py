@@ -197,8 +197,9 @@ class _SQSLayerFn(torch.autograd.Function):
         from sqsnn import kernels
 
         steps, batch, n = z.shape
-        # one (B, n) draw per step, exactly as sqs_step does
-        u = torch.stack([torch.rand((batch, n), generator=generator, dtype=torch.float64) for _ in range(steps)])
+        # one draw for all steps: the CPU generator fills it in order, so these are the same numbers as
+        # sqs_step's T successive (B, n) draws (tested)
+        u = torch.rand((steps, batch, n), generator=generator, dtype=torch.float64)
         angles = [_numpy(a) for a in (theta_ent, theta_mem, theta_in)]
         z_np = _numpy(z).reshape(steps, batch * n)
         spikes, probs, *memory = kernels.layer_forward(  # type: ignore[call-arg]
