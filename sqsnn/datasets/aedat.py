@@ -45,9 +45,7 @@ def read_aedat2(path: Path) -> Events:
     first = data.split(b"\n", 1)[0].rstrip(b"\r")
     if first != VERSION_LINE:
         shown = first[:40].decode("latin-1")
-        raise DatasetError(
-            f"{path} is not a jAER AEDAT 2.0 file: first line {shown!r}, expected '#!AER-DAT2.0'"
-        )
+        raise DatasetError(f"{path} is not a jAER AEDAT 2.0 file: first line {shown!r}, expected '#!AER-DAT2.0'")
     pos = 0
     while pos < len(data) and data[pos] == ord("#"):
         end = data.find(b"\n", pos)
@@ -56,9 +54,7 @@ def read_aedat2(path: Path) -> Events:
         pos = end + 1
     body = len(data) - pos
     if body % EVENT_DTYPE.itemsize:
-        raise DatasetError(
-            f"{path} is truncated: {body} bytes of events is not a multiple of {EVENT_DTYPE.itemsize}"
-        )
+        raise DatasetError(f"{path} is truncated: {body} bytes of events is not a multiple of {EVENT_DTYPE.itemsize}")
     raw = np.frombuffer(data, dtype=EVENT_DTYPE, offset=pos)
     address = raw["address"].astype(np.int64)
     timestamp = raw["timestamp"].astype(np.int64)

@@ -64,8 +64,7 @@ class Dataset:
             if x.dim() != ndim or x.shape[-1] != h * w:
                 want = "(N, D)" if ndim == 2 else "(N, T, D)"
                 raise ValueError(
-                    f"x_{side} must have shape {want} with D = {h}*{w} for kind {self.kind!r}, "
-                    f"got {tuple(x.shape)}"
+                    f"x_{side} must have shape {want} with D = {h}*{w} for kind {self.kind!r}, got {tuple(x.shape)}"
                 )
             if not x.is_floating_point():
                 raise ValueError(f"x_{side} must be floating point, got {x.dtype}")
@@ -141,14 +140,10 @@ class Selection:
     limit_test: int | None
 
     @classmethod
-    def create(
-        cls, classes: Sequence[int] | None, limit_train: int | None, limit_test: int | None
-    ) -> Selection:
+    def create(cls, classes: Sequence[int] | None, limit_train: int | None, limit_test: int | None) -> Selection:
         if classes is not None:
             picked = tuple(classes)
-            if len(picked) < 2 or any(
-                isinstance(c, bool) or not isinstance(c, int | np.integer) for c in picked
-            ):
+            if len(picked) < 2 or any(isinstance(c, bool) or not isinstance(c, int | np.integer) for c in picked):
                 raise DatasetError(f"classes must list at least two integer labels, got {classes!r}")
             if len(set(picked)) != len(picked):
                 raise DatasetError(f"classes must not repeat a label, got {list(picked)}")

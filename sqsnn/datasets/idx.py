@@ -106,9 +106,7 @@ def load_idx_dataset(name: str, root: Path | None, selection: Selection) -> Data
             if y.size and int(y.max()) >= N_CLASSES:
                 raise DatasetError(f"{side} labels must lie in 0..{N_CLASSES - 1}, found {int(y.max())}")
         if x_train.shape[1:] != x_test.shape[1:] or 0 in x_train.shape[1:]:
-            raise DatasetError(
-                f"train images are {x_train.shape[1:]} pixels but test images {x_test.shape[1:]}"
-            )
+            raise DatasetError(f"train images are {x_train.shape[1:]} pixels but test images {x_test.shape[1:]}")
     except DatasetError as exc:
         raise DatasetError(
             f"dataset {name!r}: {exc}. Expected the IDX files {', '.join(IDX_FILES.values())} (each plain "

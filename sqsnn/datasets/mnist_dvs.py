@@ -135,17 +135,14 @@ def bin_events(
     return counts.reshape(T, resolution * resolution)
 
 
-def _check_options(
-    T: int, bin_ms: float, crop: int, resolution: int, test_fraction: float, polarity: str
-) -> None:
+def _check_options(T: int, bin_ms: float, crop: int, resolution: int, test_fraction: float, polarity: str) -> None:
     if isinstance(T, bool) or not isinstance(T, int) or T < 1:
         raise DatasetError(f"T must be a positive integer number of time bins, got {T!r}")
     if not bin_ms > 0:
         raise DatasetError(f"bin_ms must be positive, got {bin_ms!r}")
     if not (isinstance(resolution, int) and isinstance(crop, int) and 1 <= resolution <= crop <= SENSOR_SIZE):
         raise DatasetError(
-            f"need integers 1 <= resolution <= crop <= {SENSOR_SIZE}, got resolution={resolution!r}, "
-            f"crop={crop!r}"
+            f"need integers 1 <= resolution <= crop <= {SENSOR_SIZE}, got resolution={resolution!r}, crop={crop!r}"
         )
     if crop % resolution:
         raise DatasetError(f"crop ({crop}) must be a multiple of resolution ({resolution}) to pool evenly")
@@ -188,11 +185,6 @@ def load_mnist_dvs(
                 events = read_aedat2(recordings[k].path)
             except DatasetError as exc:
                 raise DatasetError(f"dataset {NAME!r}: {exc}. {pointing_hint()}") from exc
-            frames[i] = (
-                bin_events(events, T=T, bin_ms=bin_ms, crop=crop, resolution=resolution, polarity=polarity)
-                > 0
-            )
+            frames[i] = bin_events(events, T=T, bin_ms=bin_ms, crop=crop, resolution=resolution, polarity=polarity) > 0
         sides.append((frames, y))
-    return to_dataset(
-        NAME, "frames", (resolution, resolution), selection.n_classes(N_CLASSES), sides[0], sides[1]
-    )
+    return to_dataset(NAME, "frames", (resolution, resolution), selection.n_classes(N_CLASSES), sides[0], sides[1])

@@ -153,8 +153,6 @@ def load_dataset(
     unknown = sorted(set(kwargs) - set(entry.info.options))
     if unknown:
         accepted = ", ".join(entry.info.options) or "none"
-        raise DatasetError(
-            f"dataset {name!r} has no option(s) {', '.join(unknown)}; accepted options: {accepted}"
-        )
+        raise DatasetError(f"dataset {name!r} has no option(s) {', '.join(unknown)}; accepted options: {accepted}")
     selection = Selection.create(classes, limit_train, limit_test)
     return entry.loader(resolve_data_dir(data_dir), selection, **kwargs)
