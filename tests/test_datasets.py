@@ -25,9 +25,7 @@ def test_digits_matches_an_independent_sklearn_split(digits: Dataset) -> None:
         bunch.data / 16.0, bunch.target, test_size=360, stratify=bunch.target, random_state=0
     )
     assert digits.x_train.shape == (1437, 64) and digits.x_test.shape == (360, 64)
-    assert torch.equal(digits.x_train, torch.from_numpy(x_tr)) and torch.equal(
-        digits.x_test, torch.from_numpy(x_te)
-    )
+    assert torch.equal(digits.x_train, torch.from_numpy(x_tr)) and torch.equal(digits.x_test, torch.from_numpy(x_te))
     assert torch.equal(digits.y_train, torch.from_numpy(y_tr).long())
     assert torch.equal(digits.y_test, torch.from_numpy(y_te).long())
     assert digits.x_train.dtype == torch.float64 and digits.y_train.dtype == torch.int64
@@ -119,9 +117,7 @@ def test_bad_selection_and_options_are_refused(kwargs: dict[str, object], match:
 
 
 def test_unknown_dataset_names_the_known_ones() -> None:
-    with pytest.raises(
-        DatasetError, match="unknown dataset 'cifar'; known datasets: digits, mnist-5k, mnist"
-    ):
+    with pytest.raises(DatasetError, match="unknown dataset 'cifar'; known datasets: digits, mnist-5k, mnist"):
         load_dataset("cifar")
     assert issubclass(DatasetError, ValueError)
 

@@ -61,9 +61,7 @@ def test_idx_files_load_plain_and_gzipped(tmp_path: Path, gz: tuple[bool, ...]) 
     assert d.y_train.tolist() == y_tr.tolist() and d.y_test.tolist() == y_te.tolist()
 
 
-def test_per_dataset_subdirectory_and_environment_variable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_per_dataset_subdirectory_and_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _, y_tr, _, _ = make_idx_set(tmp_path / "fmnist", n_train=40)
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
     d = load_dataset("fmnist")

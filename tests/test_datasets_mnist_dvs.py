@@ -15,8 +15,7 @@ from sqsnn.datasets.aedat import read_aedat2
 from sqsnn.datasets.mnist_dvs import bin_events
 
 HEADER = (
-    b"#!AER-DAT2.0\r\n# This is a raw AE data file - do not edit\r\n"
-    b"# Data format is int32 address, int32 timestamp\r\n"
+    b"#!AER-DAT2.0\r\n# This is a raw AE data file - do not edit\r\n# Data format is int32 address, int32 timestamp\r\n"
 )
 
 
@@ -116,9 +115,7 @@ def make_recordings(root: Path, per_class: int = 4, scales: tuple[int, ...] = (4
                 bin_ = k % 20
                 name = f"mnist_{digit}_scale{scale:02d}_{i + 1:04d}.aedat"
                 path = (
-                    root / f"scale{scale}" / name
-                    if k % 2 == 0
-                    else root / f"scale{scale}" / str(digit) / f"r{k}.aedat"
+                    root / f"scale{scale}" / name if k % 2 == 0 else root / f"scale{scale}" / str(digit) / f"r{k}.aedat"
                 )
                 # the first event (outside the crop) starts the clock: t_first = 500 us
                 write_aedat(path, [(0, 0, 1, 500), (x, y, k % 2, 500 + bin_ * 25_000 + 7)])
