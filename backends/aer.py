@@ -12,7 +12,6 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-import numpy as np
 from qiskit import QuantumCircuit, QuantumRegister, transpile
 from qiskit.transpiler import Target, generate_preset_pass_manager
 from qiskit_aer.noise import NoiseModel
@@ -21,9 +20,10 @@ from qiskit_aer.primitives import SamplerV2 as AerSampler
 
 from backends.base import Availability, Capabilities
 from backends.calibration import calibration_snapshot, select_layout
+from backends.common import LayerRequest
 from backends.compiler import LayerCircuit
 from backends.options import AerOptions
-from backends.qiskit_backend import QiskitBackend
+from backends.qiskit_backend import Pub, QiskitBackend
 
 MPS_BASIS = ["rx", "rzx", "rz", "h", "cx", "measure", "reset"]
 STATEVECTOR_MAX_QUBITS = 24
@@ -91,9 +91,7 @@ def compact(circuit: QuantumCircuit, qubits: list[int]) -> QuantumCircuit:
     return out
 
 
-def compact_pubs(
-    pubs: list[tuple[QuantumCircuit, np.ndarray, int]],
-) -> tuple[list[tuple[QuantumCircuit, np.ndarray, int]], tuple[int, ...]]:
+def compact_pubs(pubs: list[Pub]) -> tuple[list[Pub], tuple[int, ...]]:
     """Move device-wide ISA PUBs onto the union of their active physical qubits (for simulation)."""
     used = sorted(set().union(*(active_qubits(c) for c, _, _ in pubs)))
     return [(compact(c, used), v, s) for c, v, s in pubs], tuple(used)
@@ -153,13 +151,7 @@ class AerBackend(QiskitBackend):
             return transpile(lc.circuit, basis_gates=MPS_BASIS, optimization_level=0), None
         return isa_transpile(lc, fake_backend(self.device), choose_layout=self.options.choose_layout)
 
-    def _run(
-        self,
-        pubs: list[tuple[QuantumCircuit, np.ndarray, int]],
-        shots: int,
-        seed: int | None,
-        idempotency_key: str | None,
-    ) -> Any:
+    def _run(self, pubs: list[Pub], request: LayerRequest) -> Any:
         backend_options: dict[str, Any] = {
             "method": self.options.method,
             "max_parallel_threads": self.options.threads,
@@ -167,5 +159,7 @@ class AerBackend(QiskitBackend):
         if self.device is not None:
             pubs, used = compact_pubs(pubs)
             backend_options["noise_model"] = noise_model(self.device, used)
-        sampler = AerSampler(default_shots=shots, seed=seed, options={"backend_options": backend_options})
+        sampler = AerSampler(
+            default_shots=request.shots, seed=request.seed, options={"backend_options": backend_options}
+        )
         return sampler.run(pubs)

@@ -31,8 +31,8 @@ from backends.base import (
     SubmittedJob,
     normalise_state,
 )
-from backends.common import BaseBackend, check_inputs
-from backends.compiler import LayerCircuit, chunk_bounds, compile_layer, decode_spikes
+from backends.common import BaseBackend, LayerRequest
+from backends.compiler import LayerCircuit, chunk_bounds, decode_spikes
 from backends.options import BraketOptions
 from backends.prices import braket_prices
 from backends.qasm import native_qasm, program_inputs
@@ -166,42 +166,19 @@ class BraketBackend(BaseBackend):
     def _program(self, n: int, steps: int, mode: CircuitMode, prepare: bool) -> tuple[LayerCircuit, str]:
         key = (n, steps, mode, prepare)
         if key not in self._programs:
-            if mode == "official":
-                raise BackendRefused(f"{self.name}: mode 'official' is a classical neuron and has no circuit")
-            lc = compile_layer(
-                n,
-                steps,
-                layout=self.layout,
-                memory=mode,
-                prepare_memory=prepare,
-            )
+            lc = self.layer_circuit(n, steps, mode, prepare)
             self._programs[key] = (lc, native_qasm(lc))
         return self._programs[key]
 
-    def submit(
-        self,
-        z: Any,
-        angles: Any,
-        *,
-        shots: int = 1,
-        mode: CircuitMode = "quantum",
-        seed: int | None = None,
-        idempotency_key: str | None = None,
-        memory_angles: np.ndarray | None = None,
-    ) -> SubmittedJob:
+    def _submit(self, request: LayerRequest) -> SubmittedJob:
         from braket.ir.openqasm import Program
 
-        zz, ang = check_inputs(z, angles)
+        zz, ang, shots, memory_angles = request.z, request.angles, request.shots, request.memory_angles
         steps, batch, n = zz.shape
-        self.check_request(n, steps, shots, mode)
         chunks = chunk_bounds(n, self.options.neurons_per_circuit)
-        job = SubmittedJob(
-            backend=self.name,
+        job = self._submitted(
+            request,
             job_ids=[],
-            neurons=n,
-            steps=steps,
-            batch=batch,
-            shots=shots,
             chunks=chunks,
             layout=self.layout,
             qubits_per_circuit=self.qubits_per_neuron(steps) * min(n, self.options.neurons_per_circuit),
@@ -209,7 +186,7 @@ class BraketBackend(BaseBackend):
         )
         handles: list[Any] = []
         for a, b in chunks:
-            lc, source = self._program(b - a, steps, mode, memory_angles is not None)
+            lc, source = self._program(b - a, steps, request.mode, memory_angles is not None)
             mem = None if memory_angles is None else np.asarray(memory_angles)[..., a:b]
             inputs = program_inputs(lc, zz[:, :, a:b], ang[..., a:b], mem)
             if self.local:
@@ -219,7 +196,7 @@ class BraketBackend(BaseBackend):
                 job.job_ids += [str(r.task_metadata.id) for r in results]
             else:
                 for i, values in enumerate(inputs):
-                    token = f"{idempotency_key}/{a}/{i}" if idempotency_key else f"{job.local_key}/{a}/{i}"
+                    token = f"{request.idempotency_key or job.local_key}/{a}/{i}"
                     arn = self._create_task(Program(source=source, inputs=values), shots, token, job.local_key)
                     job.job_ids.append(arn)
         self._batches[job.local_key] = handles

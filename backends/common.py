@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from backends.base import (
     LayerResult,
     SubmittedJob,
 )
-from backends.compiler import Layout, angles_array, chunk_bounds
+from backends.compiler import LayerCircuit, Layout, angles_array, chunk_bounds, compile_layer
 
 
 def derive_seed(seed: int | None, *keys: int) -> int | None:
@@ -42,6 +43,32 @@ def check_inputs(z: Any, angles: Any) -> tuple[np.ndarray, np.ndarray]:
     return zz, ang
 
 
+@dataclass(frozen=True)
+class LayerRequest:
+    """A checked submission: currents ``z`` (T, B, n) and ``angles`` (3, n) or (3, B, n) (radians) as float64,
+    ``shots`` per sample, and the other ``submit`` arguments as given."""
+
+    z: np.ndarray
+    angles: np.ndarray
+    shots: int
+    mode: CircuitMode
+    seed: int | None
+    idempotency_key: str | None
+    memory_angles: np.ndarray | None
+
+    @property
+    def steps(self) -> int:
+        return int(self.z.shape[0])
+
+    @property
+    def batch(self) -> int:
+        return int(self.z.shape[1])
+
+    @property
+    def neurons(self) -> int:
+        return int(self.z.shape[2])
+
+
 class BaseBackend:
     """Common part of every backend; subclasses implement the provider-specific methods."""
 
@@ -52,19 +79,6 @@ class BaseBackend:
         raise NotImplementedError
 
     def availability(self) -> Availability:
-        raise NotImplementedError
-
-    def submit(
-        self,
-        z: np.ndarray,
-        angles: np.ndarray,
-        *,
-        shots: int = 1,
-        mode: CircuitMode = "quantum",
-        seed: int | None = None,
-        idempotency_key: str | None = None,
-        memory_angles: np.ndarray | None = None,
-    ) -> SubmittedJob:
         raise NotImplementedError
 
     def poll(self, job: SubmittedJob) -> JobState:
@@ -133,6 +147,57 @@ class BaseBackend:
                 f"{self.name}: qubit count {width} per circuit exceeds the device's {caps.max_qubits}; "
                 "lower neurons_per_circuit"
             )
+
+    def submit(
+        self,
+        z: Any,
+        angles: Any,
+        *,
+        shots: int = 1,
+        mode: CircuitMode = "quantum",
+        seed: int | None = None,
+        idempotency_key: str | None = None,
+        memory_angles: np.ndarray | None = None,
+    ) -> SubmittedJob:
+        """Check the inputs (:func:`check_inputs`) and the request (:meth:`check_request`), then submit."""
+        zz, ang = check_inputs(z, angles)
+        request = LayerRequest(zz, ang, shots, mode, seed, idempotency_key, memory_angles)
+        self.check_request(request.neurons, request.steps, shots, mode)
+        return self._submit(request)
+
+    def _submit(self, request: LayerRequest) -> SubmittedJob:
+        """Start running a checked request on the provider."""
+        raise NotImplementedError
+
+    def _submitted(
+        self,
+        request: LayerRequest,
+        *,
+        job_ids: list[str],
+        chunks: list[tuple[int, int]],
+        layout: str,
+        qubits_per_circuit: int,
+        calibration: dict[str, Any] | None = None,
+    ) -> SubmittedJob:
+        """The record of ``request`` submitted as ``job_ids`` (neurons, steps, batch, shots from the request)."""
+        return SubmittedJob(
+            backend=self.name,
+            job_ids=job_ids,
+            neurons=request.neurons,
+            steps=request.steps,
+            batch=request.batch,
+            shots=request.shots,
+            chunks=chunks,
+            layout=layout,
+            qubits_per_circuit=qubits_per_circuit,
+            calibration=calibration,
+        )
+
+    def layer_circuit(self, n: int, steps: int, mode: CircuitMode, prepare_memory: bool) -> LayerCircuit:
+        """The circuit of ``n`` neurons over ``steps`` steps in this backend's layout (mode 'official' has none)."""
+        if mode == "official":
+            raise BackendRefused(f"{self.name}: mode 'official' is a classical neuron and has no circuit")
+        return compile_layer(n, steps, layout=self.layout, memory=mode, prepare_memory=prepare_memory)
 
     def run_layer(
         self,

@@ -5,13 +5,11 @@ A prepared initial memory (``memory_angles``) runs ``sqsnn.neuron.sqs_step`` fro
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
-from backends.base import Availability, Capabilities, CircuitMode, JobState, LayerResult, SubmittedJob
-from backends.common import BaseBackend, check_inputs
+from backends.base import Availability, Capabilities, JobState, LayerResult, SubmittedJob
+from backends.common import BaseBackend, LayerRequest
 from backends.options import ExactOptions
 from sqsnn.neuron import SQSParams, SQSState, sqs_layer, sqs_step
 
@@ -49,20 +47,9 @@ class ExactBackend(BaseBackend):
     def availability(self) -> Availability:
         return Availability(True, "in-process engine")
 
-    def submit(
-        self,
-        z: Any,
-        angles: Any,
-        *,
-        shots: int = 1,
-        mode: CircuitMode = "quantum",
-        seed: int | None = None,
-        idempotency_key: str | None = None,
-        memory_angles: np.ndarray | None = None,
-    ) -> SubmittedJob:
-        zz, ang = check_inputs(z, angles)
+    def _submit(self, request: LayerRequest) -> SubmittedJob:
+        zz, ang, shots, mode, seed = request.z, request.angles, request.shots, request.mode, request.seed
         steps, batch, n = zz.shape
-        self.check_request(n, steps, shots, mode)
         dtype = getattr(torch, self.options.dtype)
         gen = torch.Generator().manual_seed(seed if seed is not None else int(torch.seed() % 2**62))
         # (T, B, n) -> (T, S, B*n): every (sample, neuron) pair is a neuron with its own angles, so
@@ -71,13 +58,11 @@ class ExactBackend(BaseBackend):
         full = np.array(np.broadcast_to(ang if ang.ndim == 3 else ang[:, None, :], (3, batch, n)))
         params = SQSParams(*(torch.as_tensor(full[j].reshape(batch * n), dtype=dtype) for j in range(3)))
         with torch.no_grad():
-            if memory_angles is None:
+            if request.memory_angles is None:
                 spikes, _ = sqs_layer(zt.contiguous(), params, mode, gen)
             else:  # memory starts in RX(alpha)|0>: step by step from that state
-                alpha = torch.as_tensor(
-                    np.broadcast_to(np.asarray(memory_angles, dtype=np.float64), (batch, n)).reshape(1, batch * n),
-                    dtype=dtype,
-                ).expand(shots, batch * n)
+                memory = np.broadcast_to(np.asarray(request.memory_angles, dtype=np.float64), (batch, n))
+                alpha = torch.as_tensor(memory.reshape(1, batch * n), dtype=dtype).expand(shots, batch * n)
                 state = SQSState(-torch.sin(alpha), torch.cos(alpha), torch.zeros_like(alpha))
                 steps_out = []
                 for t in range(steps):
@@ -85,17 +70,7 @@ class ExactBackend(BaseBackend):
                     steps_out.append(s_t)
                 spikes = torch.stack(steps_out)
         out = spikes.reshape(steps, shots, batch, n).permute(0, 2, 1, 3).to(torch.float64).numpy()
-        job = SubmittedJob(
-            backend=self.name,
-            job_ids=[],
-            neurons=n,
-            steps=steps,
-            batch=batch,
-            shots=shots,
-            chunks=[(0, n)],
-            layout="none",
-            qubits_per_circuit=0,
-        )
+        job = self._submitted(request, job_ids=[], chunks=[(0, n)], layout="none", qubits_per_circuit=0)
         job.job_ids = [job.local_key]
         self._results[job.local_key] = out
         return job

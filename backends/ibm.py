@@ -24,9 +24,10 @@ from qiskit_aer import AerSimulator
 
 from backends.aer import compact_pubs, fake_backend, isa_transpile, noise_model
 from backends.base import Availability, BackendUnavailable, Capabilities, LayerResult, SubmittedJob
+from backends.common import LayerRequest
 from backends.compiler import LayerCircuit
 from backends.options import IBMOptions
-from backends.qiskit_backend import QiskitBackend
+from backends.qiskit_backend import Pub, QiskitBackend
 
 SECRET_ENV = ("QISKIT_IBM_TOKEN", "QISKIT_IBM_INSTANCE")
 
@@ -48,7 +49,7 @@ def local_simulator(device: str, qubits: tuple[int, ...] | None) -> AerSimulator
     return AerSimulator(method="matrix_product_state", max_parallel_threads=1, noise_model=noise_model(device, qubits))
 
 
-def batch_tag(pubs: list[tuple[QuantumCircuit, np.ndarray, int]], device: str) -> str:
+def batch_tag(pubs: list[Pub], device: str) -> str:
     """Deterministic job tag of a submission (same circuits, values and shots -> same tag)."""
     h = hashlib.sha256(device.encode())
     for circuit, values, shots in pubs:
@@ -141,18 +142,13 @@ class IBMRuntimeBackend(QiskitBackend):
             return jobs[0]
         return None
 
-    def _run(
-        self,
-        pubs: list[tuple[QuantumCircuit, np.ndarray, int]],
-        shots: int,
-        seed: int | None,
-        idempotency_key: str | None,
-    ) -> Any:
+    def _run(self, pubs: list[Pub], request: LayerRequest) -> Any:
         from qiskit_ibm_runtime import Batch
         from qiskit_ibm_runtime.executor_sampler import Sampler
 
         device = self.device()
-        tag = batch_tag(pubs, f"{self.name}/{idempotency_key}") if idempotency_key else None
+        key = request.idempotency_key
+        tag = batch_tag(pubs, f"{self.name}/{key}") if key else None
         if tag is not None and (existing := self._existing(tag)) is not None:
             return existing
         target = device
@@ -162,9 +158,9 @@ class IBMRuntimeBackend(QiskitBackend):
         with Batch(backend=target, max_time=self.options.max_time) as batch:
             sampler = Sampler(mode=batch)
             sampler.options.environment.job_tags = [*([tag] if tag else []), *self.options.job_tags]
-            if self.local and seed is not None:
-                sampler.options.simulator.seed_simulator = seed
-            job = sampler.run(pubs, shots=shots)
+            if self.local and request.seed is not None:
+                sampler.options.simulator.seed_simulator = request.seed
+            job = sampler.run(pubs, shots=request.shots)
         if self.local and tag is not None:
             self._by_tag[tag] = job
         return job

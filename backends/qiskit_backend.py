@@ -12,17 +12,18 @@ from typing import Any
 import numpy as np
 from qiskit import QuantumCircuit
 
-from backends.base import BackendRefused, CircuitMode, JobState, LayerResult, SubmittedJob, normalise_state
-from backends.common import BaseBackend, check_inputs
+from backends.base import CircuitMode, JobState, LayerResult, SubmittedJob, normalise_state
+from backends.common import BaseBackend, LayerRequest
 from backends.compiler import (
     CREG_NAME,
     LayerCircuit,
     bind_matrix,
     chunk_bounds,
-    compile_layer,
     decode_spikes,
     unpack_bits,
 )
+
+Pub = tuple[QuantumCircuit, np.ndarray, int]  # (circuit, parameter values (B, P), shots): one PUB per chunk
 
 
 class QiskitBackend(BaseBackend):
@@ -43,14 +44,9 @@ class QiskitBackend(BaseBackend):
         """Circuit the provider accepts, and the calibration it will run under (None if ideal)."""
         raise NotImplementedError
 
-    def _run(
-        self,
-        pubs: list[tuple[QuantumCircuit, np.ndarray, int]],
-        shots: int,
-        seed: int | None,
-        idempotency_key: str | None,
-    ) -> Any:
-        """Start one primitive job; returns the job object (``job_id()``, ``status()``, ``result()``)."""
+    def _run(self, pubs: list[Pub], request: LayerRequest) -> Any:
+        """Start one primitive job running ``pubs`` (with ``request``'s shots, seed and idempotency key);
+        returns the job object (``job_id()``, ``status()``, ``result()``)."""
         raise NotImplementedError
 
     def _job(self, job: SubmittedJob) -> Any:
@@ -64,51 +60,28 @@ class QiskitBackend(BaseBackend):
     ) -> tuple[LayerCircuit, QuantumCircuit, dict[str, Any] | None]:
         key = (n, steps, mode, prepare_memory)
         if key not in self._compiled:
-            if mode == "official":
-                raise BackendRefused(f"{self.name}: mode 'official' is a classical neuron and has no circuit")
-            lc = compile_layer(
-                n,
-                steps,
-                layout=self.layout,
-                memory=mode,
-                prepare_memory=prepare_memory,
-            )
+            lc = self.layer_circuit(n, steps, mode, prepare_memory)
             self._compiled[key] = (lc, *self._transpile(lc))
         return self._compiled[key]
 
-    def submit(
-        self,
-        z: Any,
-        angles: Any,
-        *,
-        shots: int = 1,
-        mode: CircuitMode = "quantum",
-        seed: int | None = None,
-        idempotency_key: str | None = None,
-        memory_angles: np.ndarray | None = None,
-    ) -> SubmittedJob:
-        zz, ang = check_inputs(z, angles)
-        steps, batch, n = zz.shape
-        self.check_request(n, steps, shots, mode)
+    def _submit(self, request: LayerRequest) -> SubmittedJob:
+        zz, ang, memory_angles = request.z, request.angles, request.memory_angles
+        steps, n = request.steps, request.neurons
         chunks = chunk_bounds(n, self.per_circuit)
-        pubs: list[tuple[QuantumCircuit, np.ndarray, int]] = []
+        pubs: list[Pub] = []
         calibration: dict[str, Any] = {}
         width = 0
         for a, b in chunks:
-            lc, circuit, cal = self.compiled(b - a, steps, mode, memory_angles is not None)
+            lc, circuit, cal = self.compiled(b - a, steps, request.mode, memory_angles is not None)
             width = max(width, lc.num_qubits)
             mem = None if memory_angles is None else np.asarray(memory_angles)[..., a:b]
-            pubs.append((circuit, bind_matrix(lc, circuit, zz[:, :, a:b], ang[..., a:b], mem), shots))
+            pubs.append((circuit, bind_matrix(lc, circuit, zz[:, :, a:b], ang[..., a:b], mem), request.shots))
             if cal is not None:
                 calibration[f"{a}:{b}"] = cal
-        job = self._run(pubs, shots, seed, idempotency_key)
-        submitted = SubmittedJob(
-            backend=self.name,
+        job = self._run(pubs, request)
+        submitted = self._submitted(
+            request,
             job_ids=[str(job.job_id())],
-            neurons=n,
-            steps=steps,
-            batch=batch,
-            shots=shots,
             chunks=chunks,
             layout=self.layout,
             qubits_per_circuit=width,
