@@ -18,6 +18,23 @@ F64 = npt.NDArray[np.float64]
 MODE_CODES = {"quantum": 0, "memoryless": 1, "official": 2}
 
 
+@numba.njit(inline="always", cache=True)
+def _collapse(
+    e0: float, e1: float, q0: float, y: float, cm: float, sm: float
+) -> tuple[float, float, float, float, float]:  # pragma: no cover - compiled
+    """Memory after the outcome whose Kraus diagonal is (e0, e1), from populations (q0, 1 - q0) and Bloch y.
+
+    Returns ``(1/norm, z_pre, y_pre, y_next, z_next)``: the normalised post-measurement Bloch components and
+    the same after ``RX(theta_mem)`` (cosine ``cm``, sine ``sm``).
+    """
+    m0 = e0 * e0 * q0
+    m1 = e1 * e1 * (1.0 - q0)
+    inv = 1.0 / (m0 + m1)
+    z_pre = (m0 - m1) * inv
+    y_pre = e0 * e1 * y * inv
+    return inv, z_pre, y_pre, y_pre * cm - z_pre * sm, y_pre * sm + z_pre * cm
+
+
 @numba.njit(parallel=True, cache=True, error_model="numpy")
 def layer_forward(
     z: F64, u: F64, theta_ent: F64, theta_mem: F64, theta_in: F64, mode: int
@@ -61,13 +78,7 @@ def layer_forward(
                 fired = u[t, e] < p
                 e0 = s0 if fired else c0
                 e1 = s1 if fired else c1
-                m0 = e0 * e0 * q0
-                m1 = e1 * e1 * q1
-                inv = 1.0 / (m0 + m1)
-                z_pre = (m0 - m1) * inv
-                y_pre = e0 * e1 * y * inv
-                y = y_pre * cm - z_pre * sm
-                zb = y_pre * sm + z_pre * cm
+                _, _, _, y, zb = _collapse(e0, e1, q0, y, cm, sm)
             else:
                 a = phi + ti if mode == 1 else phi + tm + ti + te * last
                 sa = math.sin(0.5 * a)
@@ -133,13 +144,7 @@ def layer_backward(
                     e0, e1, de0, de1 = s0, s1, c0, c1
                 else:
                     e0, e1, de0, de1 = c0, c1, -s0, -s1
-                m0 = e0 * e0 * q0
-                m1 = e1 * e1 * q1
-                inv = 1.0 / (m0 + m1)
-                z_pre = (m0 - m1) * inv
-                y_pre = e0 * e1 * y * inv
-                y_next = y_pre * cm - z_pre * sm
-                z_next = y_pre * sm + z_pre * cm
+                inv, z_pre, y_pre, y_next, z_next = _collapse(e0, e1, q0, y, cm, sm)
                 acc_mem[e] += g_zb * y_next - g_y * z_next
                 g_ypre = g_y * cm + g_zb * sm
                 g_zpre = g_zb * cm - g_y * sm
