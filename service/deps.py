@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from celery import Celery
 from fastapi import Depends, HTTPException, Request, status
@@ -11,7 +11,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from service.auth import owner_of
+from service.errors import not_found
+from workers.models import Job, Model
 from workers.settings import Settings
+
+OwnedRow = TypeVar("OwnedRow", Job, Model)
 
 _bearer = HTTPBearer(auto_error=False, description="API key created with `sqsnn keys create`")
 
@@ -61,3 +65,12 @@ def get_owner(
 
 
 OwnerDep = Annotated[str, Depends(get_owner)]
+
+
+def owned(session: Session, table: type[OwnedRow], row_id: str, owner: str) -> OwnedRow:
+    """The ``table`` row ``row_id`` of ``owner``; 404 naming the table (job, model) when it does not exist
+    or belongs to someone else."""
+    row = session.get(table, row_id)
+    if row is None or row.owner != owner:
+        not_found(table.__name__.lower())
+    return row

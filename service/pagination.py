@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, or_
+from sqlalchemy.orm import Session
 
 from service.errors import unprocessable
 
@@ -33,3 +34,13 @@ def page(stmt: Select[Any], model: Any, cursor: str | None, limit: int) -> Selec
         created, row_id = decode_cursor(cursor)
         stmt = stmt.where(or_(model.created_at < created, and_(model.created_at == created, model.id < row_id)))
     return stmt.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)
+
+
+def fetch_page(
+    session: Session, stmt: Select[Any], model: Any, cursor: str | None, limit: int
+) -> tuple[list[Any], str | None]:
+    """The rows of one page of ``stmt`` (at most ``limit``, newest first) and the cursor of the next page
+    (None on the last page)."""
+    rows = list(session.scalars(page(stmt, model, cursor, limit)))
+    nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit], nxt

@@ -13,9 +13,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep
-from service.errors import not_found, unprocessable
-from service.pagination import encode_cursor, page
+from service.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep, owned
+from service.errors import unprocessable
+from service.pagination import fetch_page
 from service.schemas import JobOut, JobPage, JobResult
 from service.sse import event_stream
 from workers.celery_app import enqueue
@@ -28,13 +28,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such job for this API key's owner"}}
-
-
-def _owned_job(session: Session, owner: str, job_id: str) -> Job:
-    job = session.get(Job, job_id)
-    if job is None or job.owner != owner:
-        not_found("job")
-    return job
 
 
 def _validate_refs(session: Session, owner: str, spec: JobSpec) -> None:
@@ -148,15 +141,14 @@ def list_jobs(
         stmt = stmt.where(Job.state == state)
     if kind is not None:
         stmt = stmt.where(Job.kind == kind)
-    rows = list(session.scalars(page(stmt, Job, cursor, limit)))
-    nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
-    return JobPage(items=[JobOut.model_validate(j) for j in rows[:limit]], next_cursor=nxt)
+    rows, nxt = fetch_page(session, stmt, Job, cursor, limit)
+    return JobPage(items=[JobOut.model_validate(j) for j in rows], next_cursor=nxt)
 
 
 @router.get("/{job_id}", responses=NOT_FOUND)
 def get_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
     """One job: state, sub-state, progress, metrics so far, backend used, hardware job ids, shots, cost."""
-    return JobOut.model_validate(_owned_job(session, owner, job_id))
+    return JobOut.model_validate(owned(session, Job, job_id, owner))
 
 
 @router.post(
@@ -166,7 +158,7 @@ def get_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
 )
 def cancel_job(job_id: str, session: SessionDep, settings: SettingsDep, owner: OwnerDep) -> JobOut:
     """Cancel a job: a queued job is cancelled at once, a running one between two batches."""
-    job = _owned_job(session, owner, job_id)
+    job = owned(session, Job, job_id, owner)
     session.refresh(job, with_for_update=True)
     if job.state in TERMINAL_STATES:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job already {job.state}")
@@ -197,7 +189,7 @@ def stream_job_events(
 ) -> StreamingResponse:
     """Server-Sent Events: every stored event (state changes, progress, epochs, spikes) in order, then live
     ones until the job finishes. Resume with ``Last-Event-ID``."""
-    _owned_job(session, owner, job_id)
+    owned(session, Job, job_id, owner)
     start = max(after or 0, last_event_id or 0)
     return StreamingResponse(
         event_stream(request.app, job_id, start, request),
@@ -209,7 +201,7 @@ def stream_job_events(
 @router.get("/{job_id}/result", responses={**NOT_FOUND, 409: {"description": "the job has not succeeded"}})
 def get_result(job_id: str, session: SessionDep, owner: OwnerDep) -> JobResult:
     """The result of a succeeded job (training: model id and accuracy; inference: predictions, spikes)."""
-    job = _owned_job(session, owner, job_id)
+    job = owned(session, Job, job_id, owner)
     if job.state != "succeeded" or job.result is None:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job is {job.state}; no result")
     return JobResult(job_id=job.id, kind=job.kind, result=job.result)  # type: ignore[arg-type]

@@ -7,24 +7,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import FileResponse
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from service.deps import OwnerDep, SessionDep
-from service.errors import not_found
-from service.pagination import encode_cursor, page
+from service.deps import OwnerDep, SessionDep, owned
+from service.pagination import fetch_page
 from service.schemas import ModelOut, ModelPage
 from workers.artifacts import ArtifactCorrupted, verified
 from workers.models import Model
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such model for this API key's owner"}}
-
-
-def _owned_model(session: Session, owner: str, model_id: str) -> Model:
-    model = session.get(Model, model_id)
-    if model is None or model.owner != owner:
-        not_found("model")
-    return model
 
 
 @router.get("")
@@ -35,15 +26,14 @@ def list_models(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> ModelPage:
     """The owner's models, newest first."""
-    rows = list(session.scalars(page(select(Model).where(Model.owner == owner), Model, cursor, limit)))
-    nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
-    return ModelPage(items=[ModelOut.model_validate(m) for m in rows[:limit]], next_cursor=nxt)
+    rows, nxt = fetch_page(session, select(Model).where(Model.owner == owner), Model, cursor, limit)
+    return ModelPage(items=[ModelOut.model_validate(m) for m in rows], next_cursor=nxt)
 
 
 @router.get("/{model_id}", responses=NOT_FOUND)
 def get_model(model_id: str, session: SessionDep, owner: OwnerDep) -> ModelOut:
     """One model: network configuration, training metrics, file checksum."""
-    return ModelOut.model_validate(_owned_model(session, owner, model_id))
+    return ModelOut.model_validate(owned(session, Model, model_id, owner))
 
 
 @router.get(
@@ -57,7 +47,7 @@ def get_model(model_id: str, session: SessionDep, owner: OwnerDep) -> ModelOut:
 )
 def download_checkpoint(model_id: str, session: SessionDep, owner: OwnerDep) -> FileResponse:
     """The model's weights file (``SQSNetwork.load`` reads it); ``X-Checksum-SHA256`` carries its sha256."""
-    model = _owned_model(session, owner, model_id)
+    model = owned(session, Model, model_id, owner)
     try:
         path = verified(model.path, model.sha256)
     except ArtifactCorrupted as exc:
