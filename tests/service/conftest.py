@@ -25,6 +25,7 @@ from alembic.config import Config
 
 from service.app import create_app
 from service.auth import create_key
+from service.embedded import settings_env
 from workers.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,20 +101,6 @@ def settings(migrated_db: str, tmp_path_factory: pytest.TempPathFactory) -> Sett
     )
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """Environment variables that reproduce ``settings`` in a child process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SQSNN_")}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"SQSNN_{name.upper()}"] = str(value)
-    env["PYTHONPATH"] = str(ROOT)
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 class WorkerProcess:
     """A real ``celery worker`` process in its own process group."""
 
@@ -127,8 +114,9 @@ class WorkerProcess:
             cmd += ["-B", "-s", str(log.with_suffix(".beat"))]
         self.log = log
         self._fh = log.open("wb")
+        env = {**settings_env(settings), "OMP_NUM_THREADS": "1"}
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=settings_env(settings), stdout=self._fh, stderr=subprocess.STDOUT,
+            cmd, cwd=ROOT, env=env, stdout=self._fh, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + 60
