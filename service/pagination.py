@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Query
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import Session
 
 from service.errors import unprocessable
+
+PageLimit = Annotated[int, Query(ge=1, le=100)]  # query parameter ``limit``: rows per page
+PageCursor = Annotated[str | None, Query(max_length=200)]  # query parameter ``cursor``: a page's next_cursor
 
 
 def encode_cursor(created_at: datetime, row_id: str) -> str:

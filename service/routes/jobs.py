@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from service.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep, owned
 from service.errors import unprocessable
-from service.pagination import fetch_page
+from service.pagination import PageCursor, PageLimit, fetch_page
 from service.schemas import JobOut, JobPage, JobResult
 from service.sse import event_stream
 from workers.celery_app import enqueue
@@ -132,8 +132,8 @@ def list_jobs(
     owner: OwnerDep,
     state: JobState | None = None,
     kind: JobKind | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: PageLimit = 20,
+    cursor: PageCursor = None,
 ) -> JobPage:
     """The owner's jobs, newest first, optionally filtered by state and kind."""
     stmt = select(Job).where(Job.owner == owner)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from service.deps import OwnerDep, SessionDep, owned
-from service.pagination import fetch_page
+from service.pagination import PageCursor, PageLimit, fetch_page
 from service.schemas import ModelOut, ModelPage
 from workers.artifacts import ArtifactCorrupted, verified
 from workers.models import Model
@@ -22,8 +22,8 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such mode
 def list_models(
     session: SessionDep,
     owner: OwnerDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: PageLimit = 20,
+    cursor: PageCursor = None,
 ) -> ModelPage:
     """The owner's models, newest first."""
     rows, nxt = fetch_page(session, select(Model).where(Model.owner == owner), Model, cursor, limit)
