@@ -111,10 +111,12 @@ def test_grid_runs_every_cell_and_writes_records_table_and_figures(tmp_path: Pat
     assert sum(name.startswith("rates_") for name in figures) == 5
     assert all((results / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in figures)
 
-    # report() rebuilds the same table from the CSV files alone
+    # report() rebuilds the same table from the CSV files alone, plus hand-written notes
     (results / "results.md").unlink()
+    (results / "notes.md").write_text("## Notes\n\nhand-written caveat\n")
     out = report(results, tmp_path / "docs" / "results.md")
-    assert out.read_text().replace("../results/figures/", "figures/") == table
+    rebuilt = out.read_text()
+    assert rebuilt.replace("../results/figures/", "figures/") == table + "\n## Notes\n\nhand-written caveat\n"
     assert "](../results/figures/raster_" in out.read_text()
 
 

@@ -4,6 +4,7 @@ Rows group the cells that differ only in their seed: test accuracy is the mean Â
 over seeds (Â± 0 with one seed), spike rates are per layer (spikes per neuron per step, mean over seeds).
 Figures (``figures/``): test accuracy per epoch for each dataset (mean over seeds), and for the first seed
 of every row a spike raster of test sample 0 and a histogram of per-neuron spike rates per layer.
+A hand-written ``notes.md`` in the results directory (observations, caveats) is appended verbatim.
 """
 
 from __future__ import annotations
@@ -168,6 +169,10 @@ def report(results_dir: Path | str, output: Path | str | None = None) -> Path:
         path = fig_dir / f"accuracy_{_slug((dataset,))}.png"
         _accuracy_figure(path, dataset, by_name)
         lines.append(f"![{dataset}: test accuracy per epoch]({link(path)})")
+        lines.append("")
+    notes = results_dir / "notes.md"
+    if notes.is_file():
+        lines.append(notes.read_text().rstrip())
         lines.append("")
     md_path.write_text("\n".join(lines))
     return md_path
