@@ -68,6 +68,40 @@ class NetworkConfig:
             raise ValueError("weight_scale must be > 0 and angle_scale >= 0")
 
 
+class SpikingNetwork(nn.Module):
+    """What every model shares (SQSNN, LIF SNN, QLIF): readout, parameter count, configuration, checkpoints.
+
+    Subclasses set ``kind`` (the checkpoint registry key) and ``config_class`` (a dataclass whose fields
+    rebuild the model), keep the configuration in ``self.config`` and implement ``forward``.
+    """
+
+    kind: str
+    config_class: type[Any]
+    config: Any
+
+    @staticmethod
+    def predict(out: NetworkOutput) -> Tensor:
+        """Class with the most output spikes over T; ties broken by the highest mean probability. ``(B,)``."""
+        return predict_from_output(out.spikes[-1], out.probs[-1])
+
+    def num_parameters(self) -> int:
+        """Number of trainable scalars."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def describe(self) -> dict[str, Any]:
+        """Configuration as plain data (what a checkpoint records)."""
+        return asdict(self.config)
+
+    def save(self, path: str | Path, **metadata: Any) -> None:
+        """Write a self-describing checkpoint (configuration, weights and ``metadata``)."""
+        save_model(self, path, **metadata)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        """Build an untrained model from :meth:`describe`'s output."""
+        return cls(cls.config_class(**config))
+
+
 class SQSLayer(nn.Module):
     """One layer of SQS neurons with its incoming synapses.
 
@@ -116,10 +150,11 @@ class SQSLayer(nn.Module):
         return z
 
 
-class SQSNetwork(nn.Module):
+class SQSNetwork(SpikingNetwork):
     """Feed-forward SQSNN (see module docstring)."""
 
     kind = "sqsnn"
+    config_class = NetworkConfig
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
@@ -154,23 +189,6 @@ class SQSNetwork(nn.Module):
             probs.append(p)
         return NetworkOutput(spikes, probs)
 
-    @staticmethod
-    def predict(out: NetworkOutput) -> Tensor:
-        """Class with the most output spikes over T; ties broken by the highest mean probability. ``(B,)``."""
-        return predict_from_output(out.spikes[-1], out.probs[-1])
-
-    def num_parameters(self) -> int:
-        """Number of trainable scalars (weights, biases, angles)."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
-    def describe(self) -> dict[str, Any]:
-        """Configuration as plain data (what a checkpoint records)."""
-        return asdict(self.config)
-
-    def save(self, path: str | Path, **metadata: Any) -> None:
-        """Write a self-describing checkpoint (configuration, weights and ``metadata``)."""
-        save_model(self, path, **metadata)
-
     @classmethod
     def load(cls, path: str | Path) -> tuple[SQSNetwork, dict[str, Any]]:
         """Load a checkpoint that holds an SQSNN; returns ``(network, metadata)``."""
@@ -178,11 +196,6 @@ class SQSNetwork(nn.Module):
         if not isinstance(model, cls):
             raise ValueError(f"{path} holds a {type(model).__name__}, not an SQSNetwork")
         return model, metadata
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> SQSNetwork:
-        """Build an untrained network from :meth:`describe`'s output."""
-        return cls(NetworkConfig(**config))
 
 
 def predict_from_output(spikes: Tensor, probs: Tensor) -> Tensor:

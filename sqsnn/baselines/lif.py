@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from sqsnn.baselines.surrogate import spike_fn
-from sqsnn.network import NetworkOutput, predict_from_output
+from sqsnn.network import NetworkOutput, SpikingNetwork
 
 
 class LIFParams(NamedTuple):
@@ -106,13 +106,14 @@ class LIFConfig:
     seed: int = 0
 
 
-class LIFNetwork(nn.Module):
+class LIFNetwork(SpikingNetwork):
     """Feed-forward LIF SNN; ``forward(x (T, B, sizes[0]), generator)`` returns every layer's spikes.
 
     The neurons are deterministic, so ``NetworkOutput.probs`` holds the spikes themselves.
     """
 
     kind = "lif"
+    config_class = LIFConfig
 
     def __init__(self, config: LIFConfig) -> None:
         super().__init__()
@@ -139,21 +140,3 @@ class LIFNetwork(nn.Module):
             h = lif_layer(layer(h), self.params)
             spikes.append(h)
         return NetworkOutput(spikes=spikes, probs=list(spikes))
-
-    @staticmethod
-    def predict(out: NetworkOutput) -> Tensor:
-        """Predicted class ``(B,)``: most output spikes over T (ties: lowest index)."""
-        return predict_from_output(out.spikes[-1], out.probs[-1])
-
-    def num_parameters(self) -> int:
-        """Number of trainable scalars."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
-    def describe(self) -> dict[str, Any]:
-        """Configuration as plain data (what a checkpoint records)."""
-        return asdict(self.config)
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> LIFNetwork:
-        """Build an untrained network from :meth:`describe`'s output."""
-        return cls(LIFConfig(**config))

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from sqsnn.baselines.surrogate import spike_fn
-from sqsnn.network import NetworkOutput, predict_from_output
+from sqsnn.network import NetworkOutput, SpikingNetwork
 
 
 class QLIFParams(NamedTuple):
@@ -132,10 +132,11 @@ class QLIFLayer(nn.Module):
         return torch.stack(out)
 
 
-class QLIFNetwork(nn.Module):
+class QLIFNetwork(SpikingNetwork):
     """Feed-forward QLIF SNN; deterministic, so ``NetworkOutput.probs`` holds the spikes themselves."""
 
     kind = "qlif"
+    config_class = QLIFConfig
 
     def __init__(self, config: QLIFConfig) -> None:
         super().__init__()
@@ -156,21 +157,3 @@ class QLIFNetwork(nn.Module):
             h = layer(h, self.params)
             spikes.append(h)
         return NetworkOutput(spikes=spikes, probs=list(spikes))
-
-    @staticmethod
-    def predict(out: NetworkOutput) -> Tensor:
-        """Predicted class ``(B,)``: most output spikes over T (ties: lowest index)."""
-        return predict_from_output(out.spikes[-1], out.probs[-1])
-
-    def num_parameters(self) -> int:
-        """Number of trainable scalars (two weight matrices per layer)."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
-    def describe(self) -> dict[str, Any]:
-        """Configuration as plain data (what a checkpoint records)."""
-        return asdict(self.config)
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> QLIFNetwork:
-        """Build an untrained network from :meth:`describe`'s output."""
-        return cls(QLIFConfig(**config))
