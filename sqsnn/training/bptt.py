@@ -13,6 +13,7 @@ is reproducible and resumable from a :class:`Checkpoint`.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -228,10 +229,11 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total_loss += float(loss.detach()) * len(idx)
+            loss_value = float(loss.detach())
+            total_loss += loss_value * len(idx)
             correct += int((model.predict(out) == yb).sum())
             if on_batch is not None:
-                on_batch(epoch, b, float(loss))
+                on_batch(epoch, b, loss_value)
         result = evaluate(
             model,
             data.x_test,
@@ -258,7 +260,7 @@ def train(
             checkpoint = Checkpoint(
                 epoch=epoch,
                 model_state={k: v.detach().clone() for k, v in model.state_dict().items()},
-                optimizer_state=optimizer.state_dict(),
+                optimizer_state=copy.deepcopy(optimizer.state_dict()),  # the live one keeps changing
                 generator_state=gen.get_state(),
                 metrics=list(metrics),
             )

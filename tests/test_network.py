@@ -1,0 +1,114 @@
+"""SQSNN networks, the BPTT trainer and the science CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from sqsnn.cli import app
+from sqsnn.datasets import load_dataset
+from sqsnn.network import NetworkConfig, NetworkOutput, SQSNetwork, load_model, predict_from_output
+from sqsnn.training.bptt import Checkpoint, TrainConfig, TrainingStopped, train
+
+
+def test_parameter_count_is_weights_biases_and_three_angles_per_neuron() -> None:
+    plain = SQSNetwork(NetworkConfig(sizes=[784, 1000, 10]))
+    assert plain.num_parameters() == 784 * 1000 + 1000 * 10 + 3 * (1000 + 10)
+    full = SQSNetwork(NetworkConfig(sizes=[256, 2, 2], bias=True, direct=True))
+    assert full.num_parameters() == 256 * 2 + 2 * 2 + 256 * 2 + (2 + 2) + 3 * (2 + 2)
+
+
+def test_direct_synapses_feed_the_input_to_the_last_layer() -> None:
+    net = SQSNetwork(NetworkConfig(sizes=[6, 3, 2], direct=True, seed=1))
+    x = (torch.rand(4, 5, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64) < 0.5).double()
+    out = net(x, torch.Generator().manual_seed(2))
+    last = net.layers[-1]
+    z = last.currents(out.spikes[0], x)
+    expected = x @ last.direct_weight.T + out.spikes[0] @ last.weight.T  # type: ignore[union-attr]
+    assert torch.allclose(z, expected)
+
+
+def test_save_load_roundtrip_reproduces_outputs(tmp_path: Path) -> None:
+    net = SQSNetwork(NetworkConfig(sizes=[8, 5, 3], mode="quantum", bias=True, seed=3))
+    with torch.no_grad():
+        net.layers[0].bias.add_(0.1)  # type: ignore[union-attr]
+    path = tmp_path / "m.pt"
+    net.save(path, dataset="digits")
+    loaded, meta = SQSNetwork.load(path)
+    assert meta == {"dataset": "digits"} and loaded.config == net.config
+    x = (torch.rand(5, 4, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64) < 0.4).double()
+    a = net(x, torch.Generator().manual_seed(7))
+    b = loaded(x, torch.Generator().manual_seed(7))
+    assert all(torch.equal(p, q) for p, q in zip(a.probs, b.probs, strict=True))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception, match=r"junk\.pt|checkpoint|pickle|load"):
+        load_model(tmp_path / "junk.pt")
+
+
+def test_predict_counts_spikes_and_breaks_ties_by_probability() -> None:
+    spikes = torch.tensor([[[1.0, 1.0, 0.0]], [[0.0, 0.0, 1.0]]])  # counts 1, 1, 1
+    probs = torch.tensor([[[0.2, 0.9, 0.1]], [[0.2, 0.1, 0.5]]])  # means 0.2, 0.5, 0.3
+    assert predict_from_output(spikes, probs).tolist() == [1]
+    spikes[1, 0, 0] = 1.0  # count 2 wins whatever the probabilities
+    assert SQSNetwork.predict(NetworkOutput([spikes], [probs])).tolist() == [0]
+
+
+def test_invalid_configurations_are_refused() -> None:
+    with pytest.raises(ValueError, match="sizes"):
+        NetworkConfig(sizes=[10])
+    with pytest.raises(ValueError, match="memory mode"):
+        NetworkConfig(sizes=[4, 2], mode="classic")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="p_max"):
+        TrainConfig(p_max=1.5)
+
+
+def test_training_learns_and_resumes_from_a_checkpoint() -> None:
+    """Two-class digits: accuracy well above chance; resuming from the epoch-1 checkpoint, taken while
+    training went on to epoch 3, equals an uninterrupted run (the checkpoint is a snapshot)."""
+    data = load_dataset("digits", classes=[0, 1])
+    config = TrainConfig(epochs=6, batch_size=8, lr=1e-2, loss="probs", seed=4)
+    full = train(SQSNetwork(NetworkConfig(sizes=[64, 16, 2], seed=5)), data, config)
+    n_test = len(data.y_test)
+    # chance is 1/2; P(Binomial(n_test, 1/2) >= 0.9 n_test) < 1e-9 for the 72 test images
+    assert full.test_accuracy >= 0.9, (full.test_accuracy, n_test)
+
+    saved: list[Checkpoint] = []
+    first = SQSNetwork(NetworkConfig(sizes=[64, 16, 2], seed=5))
+    with pytest.raises(TrainingStopped):
+        train(
+            first,
+            data,
+            config,
+            on_epoch=lambda _m, c: saved.append(c),
+            should_stop=lambda: len(saved) == 3,
+        )
+    resumed = train(SQSNetwork(NetworkConfig(sizes=[64, 16, 2], seed=5)), data, config, resume=saved[0])
+    assert [m.test_accuracy for m in resumed.metrics] == [m.test_accuracy for m in full.metrics]
+
+
+def test_cli_train_then_evaluate(tmp_path: Path) -> None:
+    runner = CliRunner()
+    model = tmp_path / "digits.pt"
+    result = runner.invoke(
+        app,
+        ["train", "--dataset", "digits", "--hidden", "8", "--epochs", "1", "--limit-train", "200", "--out", str(model)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "test accuracy" in result.output and "parameters" in result.output
+    result = runner.invoke(app, ["evaluate", str(model)])
+    assert result.exit_code == 0, result.output
+    assert "digits: test accuracy" in result.output
+
+
+def test_cli_errors_name_the_fix(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "--dataset", "mnist", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "SQSNN_DATA_DIR" in result.output or "--data-dir" in result.output
+    result = runner.invoke(app, ["train", "--hidden", "a,b"])
+    assert result.exit_code == 2 and "--hidden" in result.output
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "missing.pt")])
+    assert result.exit_code == 2 and "sqsnn train --out" in result.output
