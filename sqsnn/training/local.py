@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, get_args
@@ -38,10 +37,8 @@ import torch
 from torch import Tensor
 
 from sqsnn.datasets import Dataset
-from sqsnn.encoders import encode
 from sqsnn.network import SQSLayer, SQSNetwork, predict_from_output
 from sqsnn.neuron import SQSParams, SQSState, initial_state, sqs_step
-from sqsnn.training.bptt import Checkpoint, EpochMetrics, TrainingStopped, TrainResult, evaluate
 from sqsnn.training.estimators import (
     LayerGradient,
     LocalObjective,
@@ -56,6 +53,8 @@ from sqsnn.training.estimators import (
     shift_angle_gradient,
     spsa_weight_gradient,
 )
+from sqsnn.training.loop import LoopSettings, run_epochs
+from sqsnn.training.results import Checkpoint, EpochMetrics, TrainResult
 
 Estimator = Literal["exact", "shift", "chain", "official"]
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
@@ -404,61 +403,32 @@ def train_local(
     if resume is None and config.init == "reference":
         reference_initialise(net, gen)
     rule = LocalRule(net, config, gen, probability=probability)
-    metrics: list[EpochMetrics] = []
-    first_epoch = 1
-    if resume is not None:
-        net.load_state_dict(resume.model_state)
-        rule.load_state_dict(resume.optimizer_state)
-        gen.set_state(resume.generator_state)
-        metrics = list(resume.metrics)
-        first_epoch = resume.epoch + 1
-    n_train = len(data.y_train)
-    n_batches = math.ceil(n_train / config.batch_size)
-    for epoch in range(first_epoch, config.epochs + 1):
-        started = time.perf_counter()
-        order = torch.randperm(n_train, generator=gen)
-        total_loss, correct = 0.0, 0
-        for b in range(n_batches):
-            if should_stop is not None and should_stop():
-                raise TrainingStopped(f"stopped during epoch {epoch} before batch {b}")
-            idx = order[b * config.batch_size : (b + 1) * config.batch_size]
-            stats = rule.step(encode(data.x_train[idx], data.kind, config.T, config.p_max, gen), data.y_train[idx])
-            total_loss += stats.loss * len(idx)
-            correct += stats.correct
-            if on_batch is not None:
-                on_batch(epoch, b, stats.loss)
-        result = evaluate(
-            net,
-            data.x_test,
-            data.y_test,
-            data.kind,
-            T=config.T,
-            p_max=config.p_max,
-            generator=gen,
-            batch_size=config.eval_batch_size,
-        )
-        metrics.append(
-            EpochMetrics(
-                epoch=epoch,
-                train_loss=total_loss / n_train,
-                train_accuracy=correct / (n_train * config.samples),
-                test_accuracy=result.accuracy,
-                spike_rates=result.spike_rates,
-                seconds=time.perf_counter() - started,
-            )
-        )
-        if on_epoch is not None:
-            checkpoint = Checkpoint(
-                epoch=epoch,
-                model_state={k: v.detach().clone() for k, v in net.state_dict().items()},
-                optimizer_state=rule.state_dict(),
-                generator_state=gen.get_state(),
-                metrics=list(metrics),
-            )
-            on_epoch(metrics[-1], checkpoint)
-    last = metrics[-1] if metrics else None
-    return TrainResult(
-        metrics=metrics,
-        test_accuracy=last.test_accuracy if last else float("nan"),
-        spike_rates=last.spike_rates if last else [],
+    settings = LoopSettings.of(config, runs_per_sample=config.samples)
+    return run_epochs(
+        net,
+        data,
+        settings,
+        _RuleLearner(rule),
+        gen,
+        resume=resume,
+        on_epoch=on_epoch,
+        on_batch=on_batch,
+        should_stop=should_stop,
     )
+
+
+class _RuleLearner:
+    """The local rule as the epoch loop's learner."""
+
+    def __init__(self, rule: LocalRule) -> None:
+        self.rule = rule
+
+    def step(self, x: Tensor, y: Tensor, epoch: int, batch: int) -> tuple[float, int]:
+        stats = self.rule.step(x, y)
+        return stats.loss, stats.correct
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.rule.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rule.load_state_dict(state)

@@ -1,0 +1,130 @@
+"""The epoch loop every trainer shares (BPTT and the local rule).
+
+A trainer supplies a :class:`Learner`: one learning step on an encoded batch, and the state it needs to
+resume (optimiser moments, baselines). The loop owns everything else — shuffling, encoding, stop requests,
+evaluation, metrics, checkpoints and resumption — so that the two trainers behave identically there.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from sqsnn.datasets import Dataset
+from sqsnn.encoders import encode
+from sqsnn.training.results import Checkpoint, EpochMetrics, TrainingStopped, TrainResult, evaluate
+
+
+class Learner(Protocol):
+    """One trainer's learning step and resumable state."""
+
+    def step(self, x: Tensor, y: Tensor, epoch: int, batch: int) -> tuple[float, int]:
+        """Learn from encoded spikes ``x (T, B, D)`` and labels ``y (B,)``; returns (loss, correct runs)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """What the loop needs from a trainer's configuration.
+
+    ``runs_per_sample`` is how many forward runs each training sample makes (the training accuracy's
+    denominator); ``loss`` and ``logit_scale`` only shape the reported test loss.
+    """
+
+    epochs: int
+    batch_size: int
+    T: int
+    p_max: float
+    eval_batch_size: int
+    runs_per_sample: int = 1
+    loss: str = "counts"
+    logit_scale: float = 5.0
+
+    @classmethod
+    def of(cls, config: Any, **extra: Any) -> LoopSettings:
+        """Settings from a trainer configuration (``epochs``, ``batch_size``, ``T``, ``p_max``,
+        ``eval_batch_size``) plus ``extra`` fields."""
+        names = ("epochs", "batch_size", "T", "p_max", "eval_batch_size")
+        return cls(**{name: getattr(config, name) for name in names}, **extra)
+
+
+def run_epochs(
+    model: nn.Module,
+    data: Dataset,
+    settings: LoopSettings,
+    learner: Learner,
+    generator: torch.Generator,
+    *,
+    resume: Checkpoint | None,
+    on_epoch: Callable[[EpochMetrics, Checkpoint], None] | None,
+    on_batch: Callable[[int, int, float], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> TrainResult:
+    """Train for ``settings.epochs`` epochs (after ``resume``'s, if given) and evaluate after each."""
+    metrics: list[EpochMetrics] = []
+    first_epoch = 1
+    if resume is not None:
+        model.load_state_dict(resume.model_state)
+        learner.load_state_dict(resume.optimizer_state)
+        generator.set_state(resume.generator_state)
+        metrics = list(resume.metrics)
+        first_epoch = resume.epoch + 1
+    n_train = len(data.y_train)
+    n_batches = math.ceil(n_train / settings.batch_size)
+    for epoch in range(first_epoch, settings.epochs + 1):
+        started = time.perf_counter()
+        model.train(True)
+        order = torch.randperm(n_train, generator=generator)
+        total_loss, correct = 0.0, 0
+        for b in range(n_batches):
+            if should_stop is not None and should_stop():
+                raise TrainingStopped(f"stopped during epoch {epoch} before batch {b}")
+            idx = order[b * settings.batch_size : (b + 1) * settings.batch_size]
+            x = encode(data.x_train[idx], data.kind, settings.T, settings.p_max, generator)
+            loss, hits = learner.step(x, data.y_train[idx], epoch, b)
+            total_loss += loss * len(idx)
+            correct += hits
+            if on_batch is not None:
+                on_batch(epoch, b, loss)
+        result = evaluate(
+            model,  # type: ignore[arg-type]
+            data.x_test,
+            data.y_test,
+            data.kind,
+            T=settings.T,
+            p_max=settings.p_max,
+            generator=generator,
+            batch_size=settings.eval_batch_size,
+            loss=settings.loss,  # type: ignore[arg-type]
+            logit_scale=settings.logit_scale,
+        )
+        metrics.append(
+            EpochMetrics(
+                epoch=epoch,
+                train_loss=total_loss / n_train,
+                train_accuracy=correct / (n_train * settings.runs_per_sample),
+                test_accuracy=result.accuracy,
+                spike_rates=result.spike_rates,
+                seconds=time.perf_counter() - started,
+            )
+        )
+        if on_epoch is not None:
+            checkpoint = Checkpoint(
+                epoch=epoch,
+                model_state={k: v.detach().clone() for k, v in model.state_dict().items()},
+                optimizer_state=learner.state_dict(),
+                generator_state=generator.get_state(),
+                metrics=list(metrics),
+            )
+            on_epoch(metrics[-1], checkpoint)
+    return TrainResult.from_metrics(metrics)

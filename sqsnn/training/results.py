@@ -1,0 +1,121 @@
+"""What every trainer produces and consumes: metrics, checkpoints, results, and the evaluation pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from sqsnn.encoders import DataKind, encode
+from sqsnn.network import NetworkOutput
+
+Loss = Literal["counts", "probs"]
+
+
+class SpikingModel(Protocol):
+    """What the trainer needs from a model."""
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None) -> NetworkOutput: ...
+    def predict(self, out: NetworkOutput) -> Tensor: ...
+    def parameters(self) -> Any: ...
+    def train(self, mode: bool = True) -> Any: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+
+@dataclass
+class EpochMetrics:
+    """Metrics after one epoch; ``spike_rates`` are spikes per neuron per step on the test set, per layer."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    test_accuracy: float
+    spike_rates: list[float]
+    seconds: float
+
+
+@dataclass
+class EvalResult:
+    """Accuracy, mean cross-entropy and per-layer spike rates of one evaluation pass."""
+
+    accuracy: float
+    loss: float
+    spike_rates: list[float]
+    predictions: Tensor = field(repr=False)
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to resume training after ``epoch`` epochs."""
+
+    epoch: int
+    model_state: dict[str, Any]
+    optimizer_state: dict[str, Any]
+    generator_state: Tensor
+    metrics: list[EpochMetrics]
+
+
+@dataclass
+class TrainResult:
+    """Per-epoch metrics and the final test accuracy and spike rates."""
+
+    metrics: list[EpochMetrics]
+    test_accuracy: float
+    spike_rates: list[float]
+
+    @classmethod
+    def from_metrics(cls, metrics: list[EpochMetrics]) -> TrainResult:
+        """The result whose final figures are the last epoch's (NaN and none before any epoch)."""
+        last = metrics[-1] if metrics else None
+        return cls(
+            metrics=metrics,
+            test_accuracy=last.test_accuracy if last else float("nan"),
+            spike_rates=last.spike_rates if last else [],
+        )
+
+
+class TrainingStopped(RuntimeError):
+    """Raised when ``should_stop`` asked the trainer to stop between batches."""
+
+
+def output_rates(out: NetworkOutput, loss: Loss) -> Tensor:
+    """``(B, C)`` rates that the loss acts on (see module docstring)."""
+    return (out.spikes[-1] if loss == "counts" else out.probs[-1]).mean(0)
+
+
+@torch.no_grad()
+def evaluate(
+    model: SpikingModel,
+    x: Tensor,
+    y: Tensor,
+    kind: DataKind,
+    *,
+    T: int,
+    p_max: float,
+    generator: torch.Generator,
+    batch_size: int = 500,
+    loss: Loss = "counts",
+    logit_scale: float = 5.0,
+) -> EvalResult:
+    """Single-shot accuracy of ``model`` on ``x`` (``(N, D)`` static or ``(N, T, D)`` frames), labels ``y``."""
+    model.train(False)
+    preds, losses, rates = [], [], []
+    sizes = []
+    for start in range(0, len(y), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        out = model(encode(xb, kind, T, p_max, generator), generator)
+        preds.append(model.predict(out))
+        losses.append(float(nn.functional.cross_entropy(logit_scale * output_rates(out, loss), yb)) * len(yb))
+        rates.append([float(s.mean()) * len(yb) for s in out.spikes])
+        sizes.append(len(yb))
+    n = sum(sizes)
+    predictions = torch.cat(preds)
+    return EvalResult(
+        accuracy=float((predictions == y).double().mean()),
+        loss=sum(losses) / n,
+        spike_rates=[sum(col) / n for col in zip(*rates, strict=True)],
+        predictions=predictions,
+    )
