@@ -11,7 +11,7 @@ import dataclasses
 import os
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -33,7 +33,7 @@ DataDirOpt = Annotated[
 ]
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code=2)
 
@@ -43,7 +43,6 @@ def _parse_hidden(hidden: str) -> list[int]:
         widths = [int(h) for h in hidden.split(",") if h.strip()] if hidden.strip() else []
     except ValueError:
         _fail(f"--hidden takes comma-separated widths such as 128 or 256,128; got {hidden!r}")
-        raise
     if any(w < 1 for w in widths):
         _fail(f"--hidden widths must be positive; got {hidden!r}")
     return widths
@@ -101,7 +100,6 @@ def train(
         )
     except ValueError as exc:
         _fail(str(exc))
-        raise
     console.print(
         f"[bold]{dataset}[/bold] {data.x_train.shape[0]} train / {data.x_test.shape[0]} test · network "
         f"{'-'.join(map(str, net.config.sizes))} · mode {mode} · T {config.T} · "
@@ -168,7 +166,6 @@ def evaluate(
         model, meta = load_model(checkpoint)
     except (FileNotFoundError, ValueError) as exc:
         _fail(f"{exc} (write one with 'sqsnn train --out model.pt')")
-        raise
     name = dataset or meta.get("dataset")
     if name is None:
         _fail("the checkpoint does not record its dataset; pass --dataset")
@@ -177,7 +174,6 @@ def evaluate(
         data = load_dataset(str(name), data_dir)
     except ValueError as exc:
         _fail(str(exc))
-        raise
     result = run_eval(
         model,  # type: ignore[arg-type]
         data.x_test,
