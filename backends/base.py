@@ -6,6 +6,10 @@ Every backend (``exact``, ``aer``, ``aer-noisy:<fake>``, ``ibm:<backend>``, ``ib
 ``poll`` / ``fetch``, so a caller never has to block on a QPU queue; ``run_layer`` is submit + fetch.
 ``submit(..., idempotency_key=k)`` de-duplicates: re-submitting the same batch with the same key returns
 the job already submitted (IBM job tags, Braket ``clientToken``) instead of running it twice.
+``submit(..., session_id=s)`` joins the provider session ``s`` (IBM ``Session``/``Batch``) that an earlier
+layer of the same job opened (its id is in ``SubmittedJob.session_id``); ``close_session`` ends it.
+``cancel`` cancels the provider jobs of a submission; ``queue_info`` reports its queue position.
+Provider failures are raised as :class:`ProviderError` (retryable or final), with redacted messages.
 
 Shapes: currents ``z`` are ``(T, B, n)``; angles ``(3, n)`` (rows ent, mem, in; radians), or
 ``(3, B, n)`` for one set per sample (parameter-shifted variants). ``LayerResult.spikes`` is
@@ -62,6 +66,26 @@ class BackendRefused(ValueError):
 
 class BudgetExceeded(ValueError):
     """The estimate of a job exceeds its budget; the message names the limit."""
+
+
+class ProviderError(RuntimeError):
+    """A provider call failed. ``retryable``: transient (throttling, 5xx, dropped connection, result not yet
+    stored) and worth retrying with backoff; otherwise final (bad credentials, task FAILED, device retired).
+    The message is already redacted (:func:`backends.redact.redact`): no secrets, no account ids."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """Where a submission stands in the provider's queue: ``position`` (0 = next; None when the provider
+    does not say), ``estimated_start`` (ISO 8601 UTC, None when unknown), and the provider's message."""
+
+    position: int | None
+    estimated_start: str | None = None
+    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -132,6 +156,7 @@ class SubmittedJob:
     calibration: dict[str, Any] | None = None
     submitted_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     local_key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    session_id: str | None = None  # provider session / batch the jobs ran in (IBM), None elsewhere
 
     @property
     def qubits_used(self) -> int:
@@ -154,8 +179,9 @@ class LayerResult:
     wall_s: float = 0.0
     calibration: dict[str, Any] | None = None
     fallback: FallbackRecord | None = None
-    usage: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None  # provider usage / metrics documents as reported (redacted)
     qubits_used: int = 0  # qubits holding neurons, summed over circuits
+    qpu_seconds: float | None = None  # billed QPU time in seconds (IBM), None where the provider bills otherwise
 
     @property
     def single_shot(self) -> np.ndarray:
@@ -185,11 +211,18 @@ class Backend(Protocol):
         seed: int | None = None,
         idempotency_key: str | None = None,
         memory_angles: np.ndarray | None = None,
+        session_id: str | None = None,
     ) -> SubmittedJob: ...
 
     def poll(self, job: SubmittedJob) -> JobState: ...
 
     def fetch(self, job: SubmittedJob) -> LayerResult: ...
+
+    def cancel(self, job: SubmittedJob) -> None: ...
+
+    def queue_info(self, job: SubmittedJob) -> QueueInfo | None: ...
+
+    def close_session(self, session_id: str) -> None: ...
 
     def run_layer(
         self,

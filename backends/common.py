@@ -16,6 +16,7 @@ from backends.base import (
     JobState,
     LayerEstimate,
     LayerResult,
+    QueueInfo,
     SubmittedJob,
 )
 from backends.compiler import LayerCircuit, Layout, angles_array, chunk_bounds, compile_layer
@@ -55,6 +56,7 @@ class LayerRequest:
     seed: int | None
     idempotency_key: str | None
     memory_angles: np.ndarray | None
+    session_id: str | None = None
 
     @property
     def steps(self) -> int:
@@ -86,6 +88,16 @@ class BaseBackend:
 
     def fetch(self, job: SubmittedJob) -> LayerResult:
         raise NotImplementedError
+
+    def cancel(self, job: SubmittedJob) -> None:
+        """Cancel the provider jobs of ``job``; in-process backends have nothing running to cancel."""
+
+    def queue_info(self, job: SubmittedJob) -> QueueInfo | None:
+        """Queue position of ``job`` at the provider; None where there is no queue."""
+        return None
+
+    def close_session(self, session_id: str) -> None:
+        """End the provider session ``session_id``; backends without sessions have nothing to close."""
 
     # --- shared ---------------------------------------------------------------------------------------
     def neurons_per_circuit(self) -> int:
@@ -158,10 +170,11 @@ class BaseBackend:
         seed: int | None = None,
         idempotency_key: str | None = None,
         memory_angles: np.ndarray | None = None,
+        session_id: str | None = None,
     ) -> SubmittedJob:
         """Check the inputs (:func:`check_inputs`) and the request (:meth:`check_request`), then submit."""
         zz, ang = check_inputs(z, angles)
-        request = LayerRequest(zz, ang, shots, mode, seed, idempotency_key, memory_angles)
+        request = LayerRequest(zz, ang, shots, mode, seed, idempotency_key, memory_angles, session_id)
         self.check_request(request.neurons, request.steps, shots, mode)
         return self._submit(request)
 
@@ -191,6 +204,7 @@ class BaseBackend:
             layout=layout,
             qubits_per_circuit=qubits_per_circuit,
             calibration=calibration,
+            session_id=request.session_id,
         )
 
     def layer_circuit(self, n: int, steps: int, mode: CircuitMode, prepare_memory: bool) -> LayerCircuit:

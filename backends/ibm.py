@@ -14,7 +14,6 @@ tens of seconds per run); the noise model is that of those qubits.
 from __future__ import annotations
 
 import hashlib
-import os
 from functools import lru_cache
 from typing import Any
 
@@ -28,17 +27,7 @@ from backends.common import LayerRequest
 from backends.compiler import LayerCircuit
 from backends.options import IBMOptions
 from backends.qiskit_backend import Pub, QiskitBackend
-
-SECRET_ENV = ("QISKIT_IBM_TOKEN", "QISKIT_IBM_INSTANCE")
-
-
-def redact(message: str) -> str:
-    """Remove credential values from a message before it is recorded."""
-    for var in SECRET_ENV:
-        value = os.environ.get(var)
-        if value:
-            message = message.replace(value, "***")
-    return message
+from backends.redact import redact
 
 
 @lru_cache(maxsize=32)
