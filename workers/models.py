@@ -89,6 +89,10 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     shots: Mapped[int] = mapped_column(BigInteger, default=0)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    qpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)  # billed QPU seconds (IBM), summed
+    estimated_shots: Mapped[int | None] = mapped_column(BigInteger)  # reserved against the owner's daily limit
+    estimated_cost_usd: Mapped[float | None] = mapped_column(Float)
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # run at or after this time
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -162,7 +166,12 @@ class Model(Base):
 
 
 class HardwareSubmission(Base):
-    """One provider job (IBM Runtime / Braket / local emulation of them) submitted for a job."""
+    """One provider job (IBM Runtime / Braket / local emulation of them) submitted for a job.
+
+    ``status`` is the state machine's (:mod:`workers.hardware`): ``pending`` (row written, provider submit
+    not yet confirmed), ``submitted`` / ``queued`` / ``running`` (at the provider), ``fetched`` (result
+    stored in ``result``, next step not yet taken), ``done``, ``failed``, ``cancelled``.
+    """
 
     __tablename__ = "hardware_submissions"
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
@@ -181,5 +190,37 @@ class HardwareSubmission(Base):
     cost_usd: Mapped[float | None] = mapped_column(Float)
     calibration: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # fetched spikes, packed (workers.spikes)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # transient provider errors retried so far
+    last_error: Mapped[str | None] = mapped_column(Text)  # redacted
+    polled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class JobChunk(Base):
+    """One finished chunk of samples ``start:stop`` of an inference job: a resumed job skips it."""
+
+    __tablename__ = "job_chunks"
+    __table_args__ = (UniqueConstraint("job_id", "index", name="uq_job_chunks_job_index"),)
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    start: Mapped[int] = mapped_column(Integer)
+    stop: Mapped[int] = mapped_column(Integer)
+    predictions: Mapped[list[int]] = mapped_column(JSON)
+    spikes: Mapped[list[list[str]]] = mapped_column(JSON)  # per layer: packed (workers.spikes) per sample
+    shots: Mapped[int] = mapped_column(BigInteger, default=0)
+    backend: Mapped[str] = mapped_column(String(200))
+    fallback: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SpendLimit(Base):
+    """An owner's daily hardware spend limits (None = the settings' default), over a rolling 24 hours."""
+
+    __tablename__ = "spend_limits"
+    owner: Mapped[str] = mapped_column(String(100), primary_key=True)
+    max_shots_per_day: Mapped[int | None] = mapped_column(BigInteger)
+    max_usd_per_day: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
