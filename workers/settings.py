@@ -38,6 +38,16 @@ class Settings(BaseSettings):
     cancel_poll_s: float = Field(default=0.5, gt=0)
     progress_interval_s: float = Field(default=0.5, ge=0)
     task_max_retries: int = Field(default=5, ge=0)
+    # API limits and capacity (service/): see docs/service.md, "Capacity and limits"
+    api_db_threads: int = Field(default=16, ge=1, le=256)
+    db_pool_timeout_s: float = Field(default=10.0, gt=0)
+    max_body_bytes: int = Field(default=8 * 2**20, ge=1024)
+    max_infer_samples: int = Field(default=10_000, ge=1)
+    max_image_width: int = Field(default=16_384, ge=1)
+    storage_quota_bytes: int = Field(default=2**30, ge=0)
+    sse_poll_s: float = Field(default=5.0, gt=0)
+    sse_max_s: float = Field(default=3600.0, gt=0)
+    sse_keepalive_s: float = Field(default=15.0, gt=0)
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:
