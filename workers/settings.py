@@ -38,6 +38,19 @@ class Settings(BaseSettings):
     cancel_poll_s: float = Field(default=0.5, gt=0)
     progress_interval_s: float = Field(default=0.5, ge=0)
     task_max_retries: int = Field(default=5, ge=0)
+    qpu_backends: str = Field(
+        default="",
+        description="comma-separated backend kinds that also run through the QPU job state machine (submit, "
+        "persist, poll) besides ibm and braket: `kind` (a registry kind, e.g. `ibm-local`) or `kind=module:Class` "
+        "(a backends.base.Backend class constructed as Class(target, options): the extension point for "
+        "loopback and test providers)",
+    )
+    provider_max_retries: int = Field(default=8, ge=0)
+    provider_backoff_max_s: float = Field(default=300.0, gt=0)
+    job_memory_bytes: int = Field(default=4 << 30, ge=1 << 20)
+    max_job_seconds: float = Field(default=6 * 3600.0, gt=0)
+    owner_max_shots_per_day: int | None = Field(default=None, ge=0)
+    owner_max_usd_per_day: float | None = Field(default=None, ge=0)
     # API limits and capacity (service/): see docs/service.md, "Capacity and limits"
     api_db_threads: int = Field(default=16, ge=1, le=256)
     db_pool_timeout_s: float = Field(default=10.0, gt=0)
@@ -83,6 +96,11 @@ class Settings(BaseSettings):
         if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
             return self.broker_url
         return None
+
+    @property
+    def hardware_stale_s(self) -> float:
+        """An open QPU submission not looked at for this long lost its poll message; the poller re-sends it."""
+        return self.provider_backoff_max_s + 3 * self.hardware_poll_interval_s
 
     @property
     def artifacts_dir(self) -> Path:
