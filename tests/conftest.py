@@ -1,0 +1,5 @@
+"""Fixtures shared by the whole suite: the provider twins' pytest plugins."""
+
+pytest_plugins = [
+    "tests.twins.braket_plugin",
+]

@@ -1,0 +1,51 @@
+"""Pytest fixtures of the Amazon Braket twin (:mod:`tests.twins.braket`).
+
+* ``braket_s3`` (session scope): a moto server (``ThreadedMotoServer``) on 127.0.0.1 serving S3 and STS,
+  with the bucket :data:`BUCKET`; its URL.
+* ``braket_twin`` (function scope, so faults are per test): a started :class:`BraketTwin` and this process's
+  environment pointed at it (``BraketTwin.env()``: endpoint URLs, the twin's credentials, region, retries);
+  stopped at teardown. Worker subprocesses get the same environment from ``braket_twin.env()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import boto3
+import pytest
+
+from tests.twins.braket import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, BraketTwin
+
+BUCKET = "sqsnn-twin-results"
+
+
+@pytest.fixture(scope="session")
+def braket_s3() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY_ID,
+        aws_secret_access_key=SECRET_ACCESS_KEY,
+    )
+    s3.create_bucket(Bucket=BUCKET)
+    yield url
+    server.stop()
+
+
+@pytest.fixture
+def braket_twin(braket_s3: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[BraketTwin]:
+    twin = BraketTwin(braket_s3).start()
+    for key, value in twin.env().items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "BRAKET_ENDPOINT", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    yield twin
+    twin.stop()
