@@ -16,10 +16,13 @@ class Base(DeclarativeBase):
     """Declarative base of every table."""
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and enforced foreign keys."""
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, pool_timeout_s: float = 30.0) -> Engine:
+    """An engine for ``url``: at most ``pool_size + max_overflow`` pooled connections, waiting at most
+    ``pool_timeout_s`` seconds for one. SQLite gets WAL, a busy timeout and enforced foreign keys;
+    PostgreSQL a 5 s connect timeout (a stopped database fails fast instead of hanging a thread)."""
+    pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": pool_timeout_s}
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -30,14 +33,24 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5}, **pool)
 
 
-def make_sessionmaker(settings: Settings) -> sessionmaker[Session]:
-    """A session factory bound to the configured database (directories created when embedded)."""
+def make_sessionmaker(settings: Settings, *, pool_size: int | None = None) -> sessionmaker[Session]:
+    """A session factory bound to the configured database (directories created when embedded).
+
+    With ``pool_size`` (the API: one connection per database thread, see ``service.deps``) the pool never
+    grows beyond it and a wait longer than ``settings.db_pool_timeout_s`` raises; without it, the workers'
+    default pool (10 + 20 overflow)."""
     if settings.database_url is None:
         settings.home.mkdir(parents=True, exist_ok=True)
-    return sessionmaker(make_engine(settings.sqlalchemy_url), expire_on_commit=False)
+    if pool_size is None:
+        engine = make_engine(settings.sqlalchemy_url)
+    else:
+        engine = make_engine(
+            settings.sqlalchemy_url, pool_size=pool_size, max_overflow=0, pool_timeout_s=settings.db_pool_timeout_s
+        )
+    return sessionmaker(engine, expire_on_commit=False)
 
 
 @contextmanager

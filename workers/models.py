@@ -68,6 +68,7 @@ class Job(Base):
         UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
         Index("ix_jobs_owner_created", "owner", "created_at", "id"),
         Index("ix_jobs_state", "state"),
+        Index("ix_jobs_owner_state_created", "owner", "state", "created_at", "id"),  # 0003: filtered lists, limits
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     owner: Mapped[str] = mapped_column(String(100))
@@ -109,6 +110,7 @@ class JobEvent(Base):
     """One stored event of a job (state change, progress, metrics, spikes); the SSE stream replays these."""
 
     __tablename__ = "job_events"
+    __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),)  # 0003: SSE reads
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(16))
@@ -150,6 +152,7 @@ class Model(Base):
     """A trained model file produced by a training job."""
 
     __tablename__ = "models"
+    __table_args__ = (Index("ix_models_owner_created", "owner", "created_at", "id"),)  # 0003: listing
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     owner: Mapped[str] = mapped_column(String(100), index=True)
     job_id: Mapped[str | None] = mapped_column(
