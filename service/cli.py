@@ -88,30 +88,37 @@ def serve(
 
 
 def _stream(client: httpx.Client, job_id: str, epochs: int) -> None:
-    """Print a job's SSE stream as a progress bar and one table row per epoch."""
+    """Print a job's SSE stream as a progress bar and one table row per epoch; a stream that ends before the
+    job (SQSNN_SSE_MAX_S) is resumed with ``Last-Event-ID``."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     table = Table("epoch", "train loss", "train acc", "test acc", "seconds", title="training")
-    with (
-        Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as bar,
-        client.stream("GET", f"/v1/jobs/{job_id}/events", timeout=None) as resp,
-    ):
+    last_id: str | None = None
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("queued", total=epochs)
-        for ev in parse_sse(resp.iter_lines()):
-            data: dict[str, Any] = ev["data"]
-            if ev.get("event") == "state":
-                bar.update(task, description=f"{data['state']} {data.get('substate') or ''}".strip())
-            elif ev.get("event") == "progress":
-                bar.update(task, description=f"epoch {data['epoch']} batch {data['batch']} loss {data['loss']:.3f}")
-            elif ev.get("event") == "epoch":
-                bar.update(task, completed=data["epoch"])
-                table.add_row(
-                    str(data["epoch"]),
-                    f"{data['train_loss']:.4f}",
-                    f"{data['train_accuracy']:.3f}",
-                    f"{data['test_accuracy']:.3f}",
-                    f"{data['seconds']:.1f}",
-                )
+        while True:
+            headers = {"Last-Event-ID": last_id} if last_id else {}
+            with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=None) as resp:
+                for ev in parse_sse(resp.iter_lines()):
+                    last_id = ev.get("id", last_id)
+                    data: dict[str, Any] = ev["data"]
+                    if ev.get("event") == "state":
+                        bar.update(task, description=f"{data['state']} {data.get('substate') or ''}".strip())
+                    elif ev.get("event") == "progress":
+                        bar.update(
+                            task, description=f"epoch {data['epoch']} batch {data['batch']} loss {data['loss']:.3f}"
+                        )
+                    elif ev.get("event") == "epoch":
+                        bar.update(task, completed=data["epoch"])
+                        table.add_row(
+                            str(data["epoch"]),
+                            f"{data['train_loss']:.4f}",
+                            f"{data['train_accuracy']:.3f}",
+                            f"{data['test_accuracy']:.3f}",
+                            f"{data['seconds']:.1f}",
+                        )
+            if client.get(f"/v1/jobs/{job_id}").json()["state"] in ("succeeded", "failed", "cancelled"):
+                break
     console.print(table)
 
 

@@ -1,76 +1,117 @@
-"""FastAPI dependencies: settings, database session, the Celery app and the authenticated owner."""
+"""FastAPI dependencies: the database runner, the bearer key, settings and the Celery app.
+
+Every database access of a request is one short synchronous unit of work (``Db.run``): a session is opened,
+used and closed inside a single call on a worker thread, so no pooled connection is ever held across an
+``await``, a second thread hop or response serialisation. Those threads are limited by a capacity limiter
+of ``SQSNN_API_DB_THREADS`` tokens and the pool holds exactly that many connections plus one reserved for
+probes (readiness and the scrape-time job counts, which have a one-token limiter of their own), so a thread
+never waits for a connection and a queue of requests waits for a thread, in the event loop, holding nothing.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable
 from typing import Annotated, TypeVar
 
+import anyio
 from celery import Celery
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.auth import owner_of
-from service.errors import not_found
+from service.errors import ApiError, not_found
+from workers.db import make_sessionmaker, session_scope
 from workers.models import Job, Model
 from workers.settings import Settings
 
+T = TypeVar("T")
 OwnedRow = TypeVar("OwnedRow", Job, Model)
 
 _bearer = HTTPBearer(auto_error=False, description="API key created with `sqsnn keys create`")
 
 
-def get_settings(request: Request) -> Settings:
+class Db:
+    """The API's database: a session factory and the thread limiters that bound its use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sessions: sessionmaker[Session] = make_sessionmaker(settings, pool_size=settings.api_db_threads + 1)
+        self.limiter = anyio.CapacityLimiter(settings.api_db_threads)
+        self.probe_limiter = anyio.CapacityLimiter(1)
+
+    async def run(self, work: Callable[[Session], T], *, probe: bool = False) -> T:
+        """``work(session)`` on a worker thread with a session of its own, closed (rolled back unless
+        ``work`` committed) before the thread returns. ``work`` must return plain data or response models,
+        never ORM rows (they would lazy-load after the session closed)."""
+
+        def unit() -> T:
+            with session_scope(self.sessions) as session:
+                return work(session)
+
+        return await anyio.to_thread.run_sync(unit, limiter=self.probe_limiter if probe else self.limiter)
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        engine = self.sessions.kw["bind"]
+        engine.dispose()
+
+
+async def get_db(request: Request) -> Db:
+    """The app's database runner."""
+    db: Db = request.app.state.db
+    return db
+
+
+async def get_settings(request: Request) -> Settings:
     """The app's settings."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """A database session closed after the request."""
-    session: Session = request.app.state.sessions()
-    try:
-        yield session
-    finally:
-        session.close()
-
-
-def get_celery(request: Request) -> Celery:
+async def get_celery(request: Request) -> Celery:
     """The Celery app used to enqueue tasks."""
     app: Celery = request.app.state.celery
     return app
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[Session, Depends(get_session)]
-CeleryDep = Annotated[Celery, Depends(get_celery)]
-
-
-def get_owner(
-    session: SessionDep,
-    settings: SettingsDep,
-    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """The owner of the bearer key; 401 when it is missing or wrong."""
+async def get_key(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+    """The bearer key of the request (checked against the database in the request's unit of work);
+    401 when the header is missing or not a bearer token."""
     if creds is None or creds.scheme.lower() != "bearer":
-        raise HTTPException(
+        raise ApiError(
             status.HTTP_401_UNAUTHORIZED,
             "missing API key: send 'Authorization: Bearer <key>'",
+            "header.Authorization",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    owner = owner_of(session, settings, creds.credentials)
+    return creds.credentials
+
+
+DbDep = Annotated[Db, Depends(get_db)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+CeleryDep = Annotated[Celery, Depends(get_celery)]
+KeyDep = Annotated[str, Depends(get_key)]
+JobId = Annotated[uuid.UUID, Path(description="job id (UUID)")]
+ModelId = Annotated[uuid.UUID, Path(description="model id (UUID)")]
+
+
+def authenticate(session: Session, settings: Settings, key: str) -> str:
+    """The owner of ``key``; 401 when no active key matches."""
+    owner = owner_of(session, settings, key)
     if owner is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            status.HTTP_401_UNAUTHORIZED, "invalid API key", "header.Authorization", {"WWW-Authenticate": "Bearer"}
+        )
     return owner
 
 
-OwnerDep = Annotated[str, Depends(get_owner)]
-
-
-def owned(session: Session, table: type[OwnedRow], row_id: str, owner: str) -> OwnedRow:
-    """The ``table`` row ``row_id`` of ``owner``; 404 naming the table (job, model) when it does not exist
-    or belongs to someone else."""
-    row = session.get(table, row_id)
+def owned(session: Session, table: type[OwnedRow], row_id: uuid.UUID, owner: str) -> OwnedRow:
+    """The ``table`` row ``row_id`` of ``owner``; 404 naming it when it does not exist or belongs to
+    someone else."""
+    row = session.get(table, str(row_id))
+    name = table.__name__.lower()
     if row is None or row.owner != owner:
-        not_found(table.__name__.lower())
+        not_found(name, f"path.{name}_id")
     return row

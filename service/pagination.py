@@ -1,35 +1,45 @@
-"""Opaque keyset cursors over (created_at, id), newest first."""
+"""Keyset cursors over (created_at, id), newest first.
+
+A cursor is ``<created_at in integer microseconds since 1970-01-01 UTC>_<id>`` of the last row of a page,
+e.g. ``1764449000123456_0b6c2f0e-4d0c-4b8e-9a59-3c1f8f5a1e2d``; clients pass ``next_cursor`` back as it is.
+The format is stated in the OpenAPI document as a pattern, so every cursor matching it is well formed.
+"""
 
 from __future__ import annotations
 
-import base64
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Query
 from sqlalchemy import Select, and_, or_
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only, raiseload
 
-from service.errors import unprocessable
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+UUID_PATTERN = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+CURSOR_PATTERN = rf"^[0-9]{{1,16}}_{UUID_PATTERN}$"
 
-PageLimit = Annotated[int, Query(ge=1, le=100)]  # query parameter ``limit``: rows per page
-PageCursor = Annotated[str | None, Query(max_length=200)]  # query parameter ``cursor``: a page's next_cursor
+PageLimit = Annotated[int, Query(ge=1, le=100, description="rows per page")]
+PageCursor = Annotated[
+    str | None,
+    Query(
+        pattern=CURSOR_PATTERN,
+        description="`next_cursor` of the previous page: `<created_at, microseconds since the Unix epoch>_<id>`",
+    ),
+]
 
 
 def encode_cursor(created_at: datetime, row_id: str) -> str:
-    """Cursor pointing just after the row (created_at, row_id)."""
-    raw = f"{created_at.isoformat()}|{row_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """Cursor pointing just after the row (created_at, row_id); naive timestamps (SQLite) are UTC."""
+    if created_at.tzinfo is None:
+        created_at = created_at.replace(tzinfo=UTC)
+    return f"{(created_at - EPOCH) // MICROSECOND}_{row_id}"
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Inverse of ``encode_cursor``; 422 naming ``cursor`` when malformed."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, row_id = raw.split("|", 1)
-        return datetime.fromisoformat(stamp), row_id
-    except (ValueError, UnicodeDecodeError):
-        unprocessable(("query", "cursor"), "malformed cursor; pass next_cursor from the previous page")
+    """Inverse of ``encode_cursor`` for a cursor matching ``CURSOR_PATTERN``."""
+    micros, row_id = cursor.split("_", 1)
+    return EPOCH + int(micros) * MICROSECOND, row_id
 
 
 def page(stmt: Select[Any], model: Any, cursor: str | None, limit: int) -> Select[Any]:
@@ -41,10 +51,12 @@ def page(stmt: Select[Any], model: Any, cursor: str | None, limit: int) -> Selec
 
 
 def fetch_page(
-    session: Session, stmt: Select[Any], model: Any, cursor: str | None, limit: int
+    session: Session, stmt: Select[Any], model: Any, columns: list[Any], cursor: str | None, limit: int
 ) -> tuple[list[Any], str | None]:
-    """The rows of one page of ``stmt`` (at most ``limit``, newest first) and the cursor of the next page
-    (None on the last page)."""
+    """One page of ``stmt`` (at most ``limit`` rows, newest first) in one query that loads only ``columns``
+    (any other attribute access raises instead of issuing a query per row), and the cursor of the next
+    page (None on the last page)."""
+    stmt = stmt.options(load_only(*columns, raiseload=True), raiseload("*"))
     rows = list(session.scalars(page(stmt, model, cursor, limit)))
     nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], nxt

@@ -69,11 +69,29 @@ class JobOut(Out):
     hardware: list[HardwareOut] = Field(validation_alias="submissions")
 
 
+class JobSummary(Out):
+    """A job in a listing: state and progress, without its spec, metrics or hardware runs
+    (``GET /v1/jobs/{id}`` has those)."""
+
+    id: str
+    kind: Literal["train", "infer"]
+    state: JobState
+    substate: str | None
+    progress: float = Field(description="fraction done, 0..1")
+    backend: str = Field(description="backend requested")
+    backend_used: str | None
+    idempotency_key: str | None
+    failure_reason: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
 class JobPage(BaseModel):
     """One page of jobs, newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
 
-    items: list[JobOut]
-    next_cursor: str | None
+    items: list[JobSummary]
+    next_cursor: str | None = Field(description="cursor of the next page; null on the last page")
 
 
 class JobResult(BaseModel):
@@ -98,11 +116,23 @@ class ModelOut(Out):
     created_at: datetime
 
 
+class ModelSummary(Out):
+    """A model in a listing (``GET /v1/models/{id}`` adds its configuration and metrics)."""
+
+    id: str
+    name: str | None
+    job_id: str | None
+    test_accuracy: float | None
+    sha256: str
+    size_bytes: int
+    created_at: datetime
+
+
 class ModelPage(BaseModel):
     """One page of models, newest first."""
 
-    items: list[ModelOut]
-    next_cursor: str | None
+    items: list[ModelSummary]
+    next_cursor: str | None = Field(description="cursor of the next page; null on the last page")
 
 
 class BackendOut(BaseModel):

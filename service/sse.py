@@ -1,33 +1,40 @@
-"""Server-Sent Events of one job, replayed from the stored event rows.
+"""Server-Sent Events of one job, replayed from the stored event rows (sse-starlette).
 
-The database is the only source of events; Redis pub/sub (when configured) just wakes the stream up early,
-so a missed notification costs at most one poll interval and the order is always the rows' id order.
+The database is the only source of events. A stream holds no session between reads: each read is one short
+unit of work (``Db.run``). It reads again when the job's Redis notification wakes it (``service.wakeups``)
+or after ``SQSNN_SSE_POLL_S`` without one (0.5 s in embedded mode, which has no Redis). sse-starlette sends
+a keep-alive comment every ``SQSNN_SSE_KEEPALIVE_S`` and stops the generator when the client disconnects.
+A stream ends when the job has finished and every row was sent, or after ``SQSNN_SSE_MAX_S``; clients resume
+with ``Last-Event-ID`` (EventSource does so by itself).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
-import redis.asyncio as aioredis
-from fastapi import FastAPI, Request
 from sqlalchemy import select
-from starlette.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from workers.events import channel
+from service.deps import Db
+from service.wakeups import Wakeups
 from workers.models import TERMINAL_STATES, Job, JobEvent
 
-POLL_S = 1.0
-KEEPALIVE_S = 15.0
 BATCH = 500
+EMBEDDED_POLL_S = 0.5
+RETRY_MS = 2000
+MAX_EVENT_ID = 2**63 - 1  # ids are BIGINT
 
 
-def _fetch(app: FastAPI, job_id: str, after: int) -> tuple[str, list[dict[str, Any]]]:
-    """The job's state (read first) and up to BATCH events with id > after."""
-    with app.state.sessions() as s:
+def _read(job_id: str, after: int) -> Callable[[Session], tuple[str, list[dict[str, Any]]]]:
+    def work(s: Session) -> tuple[str, list[dict[str, Any]]]:
+        """The job's state (read first, so a terminal state covers every row read after it) and up to BATCH
+        events with id > after."""
         state = s.scalar(select(Job.state).where(Job.id == job_id)) or "failed"
         rows = s.scalars(
             select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after).order_by(JobEvent.id).limit(BATCH)
@@ -36,50 +43,44 @@ def _fetch(app: FastAPI, job_id: str, after: int) -> tuple[str, list[dict[str, A
             {"id": r.id, "kind": r.kind, "data": r.data, "created_at": r.created_at.isoformat()} for r in rows
         ]
 
+    return work
 
-def format_event(ev: dict[str, Any]) -> str:
+
+def to_sse(ev: dict[str, Any]) -> ServerSentEvent:
     """One SSE frame: ``id``, ``event`` (the event kind) and JSON ``data``."""
     payload = json.dumps({"id": ev["id"], "created_at": ev["created_at"], **ev["data"]})
-    return f"id: {ev['id']}\nevent: {ev['kind']}\ndata: {payload}\n\n"
+    return ServerSentEvent(data=payload, event=ev["kind"], id=str(ev["id"]))
 
 
-async def event_stream(app: FastAPI, job_id: str, after: int, request: Request) -> AsyncIterator[str]:
-    """Yield SSE frames for events after ``after`` until the job is finished and fully replayed."""
-    pubsub = None
-    client = None
-    if app.state.settings.pubsub_url:
-        client = aioredis.from_url(app.state.settings.pubsub_url)
-        pubsub = client.pubsub()
-        await pubsub.subscribe(channel(job_id))
+async def _frames(db: Db, wakeups: Wakeups, job_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
+    settings = db.settings
+    wait_s = settings.sse_poll_s if wakeups.url else EMBEDDED_POLL_S
+    deadline = time.monotonic() + settings.sse_max_s
     last = after
-    last_sent = time.monotonic()
-    try:
-        yield "retry: 2000\n\n"
-        while True:
-            state, events = await run_in_threadpool(_fetch, app, job_id, last)
+    yield ServerSentEvent(retry=RETRY_MS)
+    with wakeups.watch(job_id) as woken:
+        while time.monotonic() < deadline:
+            woken.clear()
+            state, events = await db.run(_read(job_id, last))
             for ev in events:
-                yield format_event(ev)
+                yield to_sse(ev)
                 last = ev["id"]
-            if events:
-                last_sent = time.monotonic()
             if len(events) == BATCH:
                 continue
             if state in TERMINAL_STATES:
                 return
-            if await request.is_disconnected():
-                return
-            if time.monotonic() - last_sent > KEEPALIVE_S:
-                yield ": keep-alive\n\n"
-                last_sent = time.monotonic()
-            if pubsub is not None:
-                await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_S)
-            else:
-                await asyncio.sleep(POLL_S / 2)
-    finally:
-        if pubsub is not None:
-            await pubsub.aclose()
-        if client is not None:
-            await client.aclose()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), timeout=min(wait_s, max(0.0, deadline - time.monotonic())))
+
+
+def event_response(db: Db, wakeups: Wakeups, job_id: str, after: int) -> EventSourceResponse:
+    """The SSE response streaming ``job_id``'s events with id > ``after``."""
+    return EventSourceResponse(
+        _frames(db, wakeups, job_id, after),
+        ping=db.settings.sse_keepalive_s,
+        sep="\n",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 def parse_sse(lines: Iterable[str]) -> Iterator[dict[str, Any]]:

@@ -1,207 +1,281 @@
-"""/v1/jobs: submit, list, inspect, cancel, stream and fetch results of training and inference jobs."""
+"""/v1/jobs: submit, list, inspect, cancel, stream and fetch results of training and inference jobs.
+
+Each endpoint does its database work, authentication included, in one unit of work (``Db.run``).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response, status
-from fastapi.responses import StreamingResponse
-from sqlalchemy import func, select, text
+import anyio
+from fastapi import APIRouter, Body, Header, Query, Request, Response, status
+from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
+from sse_starlette import EventSourceResponse
 
-from service.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep, owned
-from service.errors import unprocessable
+from service.deps import CeleryDep, DbDep, JobId, KeyDep, SettingsDep, authenticate, owned
+from service.errors import ApiError, error_responses, unprocessable
+from service.limits import check_inputs, check_quota
 from service.pagination import PageCursor, PageLimit, fetch_page
-from service.schemas import JobOut, JobPage, JobResult
-from service.sse import event_stream
+from service.schemas import JobOut, JobPage, JobResult, JobSummary
+from service.sse import MAX_EVENT_ID, event_response
 from workers.celery_app import enqueue
 from workers.events import add_event, commit_and_publish, set_state
-from workers.models import ACTIVE_STATES, TERMINAL_STATES, Job, JobKind, JobState, Model, utcnow
+from workers.models import ACTIVE_STATES, TERMINAL_STATES, Job, JobKind, JobState, utcnow
 from workers.routing import check_backend, queue_for
+from workers.settings import Settings
 from workers.specs import InferJobSpec, JobSpec
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such job for this API key's owner"}}
+E404 = "no such job for this API key's owner"
+SUMMARY_COLUMNS = [getattr(Job, name) for name in JobSummary.model_fields]
 
 
-def _validate_refs(session: Session, owner: str, spec: JobSpec) -> None:
-    """Checks that need the database or the backend registry; 422 naming the field."""
-    reason = check_backend(spec.backend, spec.kind)
-    if reason:
-        unprocessable(("body", "backend"), reason)
-    if isinstance(spec, InferJobSpec):
-        model = session.get(Model, str(spec.model_id))
-        if model is None or model.owner != owner:
-            unprocessable(("body", "model_id"), f"model {spec.model_id} not found")
+def _full(job_id: str) -> Select[Job]:
+    """Statement loading one job with its epochs and hardware submissions (three queries, no lazy loads)."""
+    return select(Job).where(Job.id == job_id).options(selectinload(Job.epochs), selectinload(Job.submissions))
+
+
+class _Submitted:
+    """What the submit unit of work decided: the job, and whether it was created now or replayed."""
+
+    def __init__(self, job: JobOut, queue: str, created: bool) -> None:
+        self.job, self.queue, self.created = job, queue, created
+
+
+def _submit(
+    settings: Settings, key: str, spec: JobSpec, idempotency_key: str | None
+) -> Callable[[Session], _Submitted]:
+    """The unit of work of a submission: authenticate, replay or validate, check limits, store and commit."""
+    spec_json = spec.model_dump(mode="json")
+    spec_text = json.dumps(spec_json, sort_keys=True)
+    request_hash = hashlib.sha256(spec_text.encode()).hexdigest()
+
+    def replay(s: Session, owner: str) -> _Submitted | None:
+        job_id = s.scalar(select(Job.id).where(Job.owner == owner, Job.idempotency_key == idempotency_key))
+        if job_id is None:
+            return None
+        row = s.scalars(_full(job_id)).one()
+        if row.request_hash != request_hash:
+            unprocessable(
+                ("header", "Idempotency-Key"), "this Idempotency-Key was already used with a different request body"
+            )
+        return _Submitted(JobOut.model_validate(row), row.queue, created=False)
+
+    def work(s: Session) -> _Submitted:
+        owner = authenticate(s, settings, key)
+        if s.get_bind().dialect.name == "postgresql":
+            # serialise submissions per owner so the active-job limit and the quota hold under concurrency
+            s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:o))"), {"o": owner})
+        if idempotency_key is not None and (done := replay(s, owner)) is not None:
+            return done
+        reason = check_backend(spec.backend, spec.kind)
+        if reason:
+            unprocessable(("body", "backend"), reason)
+        if isinstance(spec, InferJobSpec):
+            check_inputs(s, settings, owner, spec)
+        active = s.scalar(select(func.count()).select_from(Job).where(Job.owner == owner, Job.state.in_(ACTIVE_STATES)))
+        if (active or 0) >= settings.max_active_jobs:
+            raise ApiError(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                f"{active} active jobs; the limit per owner is {settings.max_active_jobs} (SQSNN_MAX_ACTIVE_JOBS)",
+                headers={"Retry-After": "30"},
+            )
+        check_quota(s, settings, owner, len(spec_text))
+        job = Job(
+            owner=owner,
+            kind=spec.kind,
+            state="queued",
+            spec=spec_json,
+            backend=spec.backend,
+            queue=queue_for(spec.backend),
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            input_model_id=str(spec.model_id) if isinstance(spec, InferJobSpec) else None,
+            created_at=utcnow(),
+        )
+        s.add(job)
+        s.flush()
+        ev = set_state(s, job, "queued")
+        try:
+            commit_and_publish(s, settings.pubsub_url, [ev])
+        except IntegrityError:  # a concurrent request with the same Idempotency-Key won
+            s.rollback()
+            done = replay(s, owner)
+            if done is None:
+                raise
+            return done
+        return _Submitted(JobOut.model_validate(s.scalars(_full(job.id)).one()), job.queue, created=True)
+
+    return work
 
 
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={
-        429: {"description": "too many active jobs for this owner"},
-        422: {"description": "invalid body; `detail[].loc` names the field"},
-    },
+    responses=error_responses(401, 403, 413, 422, 429, 503),
 )
-def submit_job(
+async def submit_job(
     spec: Annotated[JobSpec, Body()],
     request: Request,
     response: Response,
-    session: SessionDep,
+    db: DbDep,
     settings: SettingsDep,
     celery: CeleryDep,
-    owner: OwnerDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)] = None,
+    key: KeyDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", min_length=1, max_length=200, description="repeat-safe submission key"),
+    ] = None,
 ) -> JobOut:
     """Submit a training or inference job; it is queued and runs on a worker. Returns 202 with the job.
 
-    Repeating a request with the same ``Idempotency-Key`` returns the job the first request created.
+    Repeating a request with the same ``Idempotency-Key`` returns the job the first request created (header
+    ``Idempotent-Replayed: true``); the same key with another body is a 422. Inline images: at most
+    ``SQSNN_MAX_INFER_SAMPLES`` samples of at most ``SQSNN_MAX_IMAGE_WIDTH`` values, as wide as the model's
+    input. 403 when the owner's stored bytes would exceed ``SQSNN_STORAGE_QUOTA_BYTES``.
     """
-    spec_json = spec.model_dump(mode="json")
-    request_hash = hashlib.sha256(json.dumps(spec_json, sort_keys=True).encode()).hexdigest()
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        # serialise submissions per owner so the active-job limit holds under concurrency
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:o))"), {"o": owner})
-
-    def replay(existing: Job) -> JobOut:
-        if existing.request_hash != request_hash:
-            unprocessable(
-                ("header", "Idempotency-Key"),
-                "this Idempotency-Key was already used with a different request body",
-            )
+    done = await db.run(_submit(settings, key, spec, idempotency_key))
+    if not done.created:
         response.headers["Idempotent-Replayed"] = "true"
-        return JobOut.model_validate(existing)
-
-    if idempotency_key is not None:
-        existing = session.scalar(select(Job).where(Job.owner == owner, Job.idempotency_key == idempotency_key))
-        if existing is not None:
-            return replay(existing)
-    _validate_refs(session, owner, spec)
-    active = session.scalar(
-        select(func.count()).select_from(Job).where(Job.owner == owner, Job.state.in_(ACTIVE_STATES))
-    )
-    if (active or 0) >= settings.max_active_jobs:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            f"{active} active jobs; the limit per owner is {settings.max_active_jobs}",
-            headers={"Retry-After": "30"},
-        )
-    job = Job(
-        owner=owner,
-        kind=spec.kind,
-        state="queued",
-        spec=spec_json,
-        backend=spec.backend,
-        queue=queue_for(spec.backend),
-        idempotency_key=idempotency_key,
-        request_hash=request_hash,
-        input_model_id=str(spec.model_id) if isinstance(spec, InferJobSpec) else None,
-        created_at=utcnow(),
-    )
-    session.add(job)
-    session.flush()
-    ev = set_state(session, job, "queued")
-    try:
-        commit_and_publish(session, settings.pubsub_url, [ev])
-    except IntegrityError:
-        session.rollback()
-        existing = session.scalar(select(Job).where(Job.owner == owner, Job.idempotency_key == idempotency_key))
-        if existing is None:
-            raise
-        return replay(existing)
+        return done.job
     request.app.state.metrics.jobs_submitted.labels(kind=spec.kind).inc()
-    try:
-        enqueue(celery, job.id, job.queue)
+    try:  # broker I/O on a thread of its own: no database connection is held meanwhile
+        await anyio.to_thread.run_sync(enqueue, celery, done.job.id, done.queue)
     except Exception as exc:  # the reaper enqueues jobs left without enqueued_at
-        log.warning("could not enqueue job %s now (%s); the reaper will retry", job.id, exc)
+        log.warning("could not enqueue job %s now (%s); the reaper will retry", done.job.id, exc)
     else:
-        job.enqueued_at = utcnow()
-        session.commit()
-    return JobOut.model_validate(job)
+
+        def mark_enqueued(s: Session) -> None:
+            s.execute(update(Job).where(Job.id == done.job.id).values(enqueued_at=utcnow()))
+            s.commit()
+
+        await db.run(mark_enqueued)
+    return done.job
 
 
-@router.get("")
-def list_jobs(
-    session: SessionDep,
-    owner: OwnerDep,
+@router.get("", responses=error_responses(401, 422, 503))
+async def list_jobs(
+    db: DbDep,
+    settings: SettingsDep,
+    key: KeyDep,
     state: JobState | None = None,
     kind: JobKind | None = None,
     limit: PageLimit = 20,
     cursor: PageCursor = None,
 ) -> JobPage:
-    """The owner's jobs, newest first, optionally filtered by state and kind."""
-    stmt = select(Job).where(Job.owner == owner)
-    if state is not None:
-        stmt = stmt.where(Job.state == state)
-    if kind is not None:
-        stmt = stmt.where(Job.kind == kind)
-    rows, nxt = fetch_page(session, stmt, Job, cursor, limit)
-    return JobPage(items=[JobOut.model_validate(j) for j in rows], next_cursor=nxt)
+    """The owner's jobs, newest first, optionally filtered by state and kind: summaries (no spec, metrics or
+    hardware runs), read in one query."""
+
+    def work(s: Session) -> JobPage:
+        owner = authenticate(s, settings, key)
+        stmt = select(Job).where(Job.owner == owner)
+        if state is not None:
+            stmt = stmt.where(Job.state == state)
+        if kind is not None:
+            stmt = stmt.where(Job.kind == kind)
+        rows, nxt = fetch_page(s, stmt, Job, SUMMARY_COLUMNS, cursor, limit)
+        return JobPage(items=[JobSummary.model_validate(j) for j in rows], next_cursor=nxt)
+
+    return await db.run(work)
 
 
-@router.get("/{job_id}", responses=NOT_FOUND)
-def get_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
+@router.get("/{job_id}", responses=error_responses(401, 404, 422, 503, e404=E404))
+async def get_job(job_id: JobId, db: DbDep, settings: SettingsDep, key: KeyDep) -> JobOut:
     """One job: state, sub-state, progress, metrics so far, backend used, hardware job ids, shots, cost."""
-    return JobOut.model_validate(owned(session, Job, job_id, owner))
+
+    def work(s: Session) -> JobOut:
+        owner = authenticate(s, settings, key)
+        job = s.scalars(_full(str(job_id))).one_or_none()
+        if job is None or job.owner != owner:
+            owned(s, Job, job_id, owner)  # raises the 404
+        return JobOut.model_validate(job)
+
+    return await db.run(work)
 
 
 @router.post(
     "/{job_id}/cancel",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={**NOT_FOUND, 409: {"description": "the job has already finished"}},
+    responses=error_responses(401, 404, 409, 422, 503, e404=E404, e409="the job has already finished"),
 )
-def cancel_job(job_id: str, session: SessionDep, settings: SettingsDep, owner: OwnerDep) -> JobOut:
+async def cancel_job(job_id: JobId, db: DbDep, settings: SettingsDep, key: KeyDep) -> JobOut:
     """Cancel a job: a queued job is cancelled at once, a running one between two batches."""
-    job = owned(session, Job, job_id, owner)
-    session.refresh(job, with_for_update=True)
-    if job.state in TERMINAL_STATES:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"job already {job.state}")
-    job.cancel_requested = True
-    if job.state == "queued":
-        ev = set_state(session, job, "cancelled", reason="cancelled by its owner before it started")
-    else:
-        ev = add_event(session, job.id, "cancel", {"requested": True})
-    commit_and_publish(session, settings.pubsub_url, [ev])
-    return JobOut.model_validate(job)
+
+    def work(s: Session) -> JobOut:
+        owner = authenticate(s, settings, key)
+        job = owned(s, Job, job_id, owner)
+        s.refresh(job, with_for_update=True)
+        if job.state in TERMINAL_STATES:
+            raise ApiError(status.HTTP_409_CONFLICT, f"job already {job.state}", "path.job_id")
+        job.cancel_requested = True
+        if job.state == "queued":
+            ev = set_state(s, job, "cancelled", reason="cancelled by its owner before it started")
+        else:
+            ev = add_event(s, job.id, "cancel", {"requested": True})
+        commit_and_publish(s, settings.pubsub_url, [ev])
+        return JobOut.model_validate(s.scalars(_full(job.id)).one())
+
+    return await db.run(work)
+
+
+LAST_EVENT_ID_DOC = "id of the last event received; the stream resumes after it (integer, 0 to 2^63-1)"
 
 
 @router.get(
     "/{job_id}/events",
-    response_class=StreamingResponse,
+    response_class=EventSourceResponse,
     responses={
-        **NOT_FOUND,
-        200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events, ends with the job"},
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "Server-Sent Events (`id`: the event id, `event`: its kind, `data`: JSON); "
+            "ends when the job has finished and every event was sent, or after SQSNN_SSE_MAX_S",
+        },
+        **error_responses(401, 404, 422, 503, e404=E404),
     },
 )
-def stream_job_events(
-    job_id: str,
+async def stream_job_events(
+    job_id: JobId,
     request: Request,
-    session: SessionDep,
-    owner: OwnerDep,
-    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
-    after: Annotated[int | None, Query(ge=0, description="replay events with id > after")] = None,
-) -> StreamingResponse:
-    """Server-Sent Events: every stored event (state changes, progress, epochs, spikes) in order, then live
-    ones until the job finishes. Resume with ``Last-Event-ID``."""
-    owned(session, Job, job_id, owner)
+    db: DbDep,
+    settings: SettingsDep,
+    key: KeyDep,
+    last_event_id: Annotated[
+        int | None, Header(alias="Last-Event-ID", ge=0, le=MAX_EVENT_ID, description=LAST_EVENT_ID_DOC)
+    ] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_EVENT_ID, description="replay events with id > after (0 to 2^63-1)")
+    ] = None,
+) -> EventSourceResponse:
+    """Server-Sent Events: every stored event (state changes, progress, epochs, spikes) in id order, then live
+    ones until the job finishes. Resume with ``Last-Event-ID`` or ``after`` (the larger one wins)."""
+
+    def work(s: Session) -> None:
+        owned(s, Job, job_id, authenticate(s, settings, key))
+
+    await db.run(work)
     start = max(after or 0, last_event_id or 0)
-    return StreamingResponse(
-        event_stream(request.app, job_id, start, request),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return event_response(db, request.app.state.wakeups, str(job_id), start)
 
 
-@router.get("/{job_id}/result", responses={**NOT_FOUND, 409: {"description": "the job has not succeeded"}})
-def get_result(job_id: str, session: SessionDep, owner: OwnerDep) -> JobResult:
+@router.get(
+    "/{job_id}/result",
+    responses=error_responses(401, 404, 409, 422, 503, e404=E404, e409="the job has not succeeded"),
+)
+async def get_result(job_id: JobId, db: DbDep, settings: SettingsDep, key: KeyDep) -> JobResult:
     """The result of a succeeded job (training: model id and accuracy; inference: predictions, spikes)."""
-    job = owned(session, Job, job_id, owner)
-    if job.state != "succeeded" or job.result is None:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"job is {job.state}; no result")
-    return JobResult(job_id=job.id, kind=job.kind, result=job.result)  # type: ignore[arg-type]
+
+    def work(s: Session) -> JobResult:
+        job = owned(s, Job, job_id, authenticate(s, settings, key))
+        if job.state != "succeeded" or job.result is None:
+            raise ApiError(status.HTTP_409_CONFLICT, f"job is {job.state}; no result", "path.job_id")
+        return JobResult(job_id=job.id, kind=job.kind, result=job.result)  # type: ignore[arg-type]
+
+    return await db.run(work)
