@@ -88,7 +88,7 @@ def test_other_owners_job_is_404(served, client, train_body) -> None:
 def test_active_job_limit_is_429_and_cancel_frees_a_slot(client, train_body, settings) -> None:
     ids = [client.post("/v1/jobs", json=train_body(seed=i)).json()["id"] for i in range(settings.max_active_jobs)]
     r = client.post("/v1/jobs", json=train_body(seed=99))
-    assert r.status_code == 429 and "limit" in r.json()["detail"]
+    assert r.status_code == 429 and "SQSNN_MAX_ACTIVE_JOBS" in r.json()["message"] and r.headers["retry-after"]
     cancelled = client.post(f"/v1/jobs/{ids[0]}/cancel").json()
     assert cancelled["state"] == "cancelled" and cancelled["finished_at"] is not None
     assert client.post("/v1/jobs", json=train_body(seed=99)).status_code == 202
@@ -107,6 +107,10 @@ def test_listing_filters_and_cursor_pagination(client, train_body) -> None:
     assert seen == ids[::-1]
     assert [j["id"] for j in client.get("/v1/jobs", params={"state": "cancelled"}).json()["items"]] == [ids[1]]
     assert len(client.get("/v1/jobs", params={"kind": "infer"}).json()["items"]) == 0
+    # listings are summaries: no spec (inline inputs), metrics or hardware runs
+    item = client.get("/v1/jobs").json()["items"][0]
+    assert {"spec", "epochs", "hardware"}.isdisjoint(item) and item["state"] in ("queued", "cancelled")
+    assert "spec" in client.get(f"/v1/jobs/{item['id']}").json()
 
 
 def test_system_endpoints(client) -> None:
@@ -135,3 +139,115 @@ def test_cloud_credentials_are_reported_but_never_returned(client, monkeypatch) 
     assert by_name["ibm"]["credentials_configured"] is True
     assert by_name["ibm"]["kind"] == "hardware" and by_name["ibm"]["queue"] == "sqsnn.hw"
     assert token not in r.text
+
+
+def test_error_bodies_name_the_field(served, client, train_body) -> None:
+    with httpx.Client(base_url=served.url) as anon:
+        r = anon.get("/v1/jobs")
+    assert r.status_code == 401 and r.json()["field"] == "header.Authorization" and r.json()["message"]
+    r = client.post("/v1/jobs", json=train_body(training={"epochs": 0}))
+    assert r.status_code == 422 and r.json()["field"] == "body.train.training.epochs"
+    assert "body.train.training.epochs" in r.json()["message"]
+    r = client.get(f"/v1/jobs/{uuid.uuid4()}")
+    assert r.status_code == 404 and r.json() == {
+        "message": "job not found",
+        "field": "path.job_id",
+        "detail": "job not found",
+    }
+    job_id = client.post("/v1/jobs", json=train_body()).json()["id"]
+    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+    r = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert r.status_code == 409 and r.json()["field"] == "path.job_id" and "cancelled" in r.json()["message"]
+    r = client.get("/v1/no-such-route")
+    assert r.status_code == 404 and r.json()["message"] == "Not Found"
+
+
+@pytest.mark.parametrize("bad", ["abc%00def", "%00", "1%27%20OR%20%271%27%3D%271", "0" * 37])
+def test_ids_are_uuids_before_any_sql(client, bad) -> None:
+    for path in (f"/v1/jobs/{bad}", f"/v1/jobs/{bad}/events", f"/v1/models/{bad}"):
+        r = client.get(path)
+        assert r.status_code == 422 and r.json()["field"] in ("path.job_id", "path.model_id"), (path, r.text)
+
+
+def test_event_ids_out_of_range_are_422_naming_them(client, train_body) -> None:
+    job_id = client.post("/v1/jobs", json=train_body()).json()["id"]
+    client.post(f"/v1/jobs/{job_id}/cancel")  # finished: a valid stream replays and ends
+    for value in (str(2**63), "-1", "x"):
+        r = client.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": value})
+        assert r.status_code == 422 and r.json()["field"] == "header.Last-Event-ID", r.text
+        r = client.get(f"/v1/jobs/{job_id}/events", params={"after": value})
+        assert r.status_code == 422 and r.json()["field"] == "query.after", r.text
+    r = client.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": str(2**63 - 1)})
+    assert r.status_code == 200 and "event:" not in r.text  # nothing after the largest id; the stream ends
+    full = client.get(f"/v1/jobs/{job_id}/events").text
+    assert full.count("event: state") == 2 and "retry: 2000" in full
+
+
+def test_body_larger_than_the_limit_is_413_while_streaming(served, client, settings) -> None:
+    limit = settings.max_body_bytes
+    r = client.post("/v1/jobs", content=b"x" * (limit + 1), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["field"] == "body" and str(limit) in r.json()["message"]
+
+    def chunks():  # no Content-Length: chunked transfer, counted as it arrives
+        for _ in range(limit // 65536 + 2):
+            yield b"x" * 65536
+
+    r = client.post("/v1/jobs", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["field"] == "body"
+    metrics = client.get("/metrics").text
+    assert 'sqsnn_http_requests_total{method="POST",route="/v1/jobs",status="413"}' in metrics
+
+
+@pytest.fixture
+def limited(settings):
+    """The app with small limits, in process (Starlette's TestClient), and a stored 64-input model."""
+    from starlette.testclient import TestClient
+
+    from service.app import create_app
+    from service.auth import create_key
+    from workers.models import Model
+
+    small = settings.model_copy(
+        update={"max_infer_samples": 3, "max_image_width": 100, "storage_quota_bytes": 3000, "max_active_jobs": 100}
+    )
+    app = create_app(small)
+    owner = f"limited-{uuid.uuid4().hex[:8]}"
+    with app.state.sessions() as s:
+        key = create_key(s, small, owner)
+        model = Model(
+            owner=owner, config={"network": {"sizes": [64, 10]}, "kind": "static"}, metrics={},
+            path="/nonexistent.pt", sha256="0" * 64, size_bytes=1000,
+        )  # fmt: skip
+        s.add(model)
+        s.commit()
+    with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as c:
+        yield c, model.id
+        for job in c.get("/v1/jobs", params={"state": "queued", "limit": 100}).json()["items"]:
+            c.post(f"/v1/jobs/{job['id']}/cancel")  # nothing left for a later test's worker
+    app.state.db.dispose()
+
+
+def test_submit_limits_are_422_naming_the_limit_and_quota_is_403(limited, train_body) -> None:
+    c, model_id = limited
+
+    def infer(images: list[list[float]]) -> httpx.Response:
+        return c.post(
+            "/v1/jobs", json={"kind": "infer", "model_id": model_id, "inputs": {"source": "images", "images": images}}
+        )
+
+    r = infer([[0.5] * 64] * 4)
+    assert r.status_code == 422 and r.json()["field"] == "body.inputs.images" and "SQSNN_MAX_INFER_SAMPLES" in r.text
+    r = infer([[0.5] * 101])
+    assert r.status_code == 422 and r.json()["field"] == "body.inputs.images" and "SQSNN_MAX_IMAGE_WIDTH" in r.text
+    r = infer([[0.5] * 63])
+    assert r.status_code == 422 and "the model expects 64" in r.json()["message"]
+    sliced = {"kind": "infer", "model_id": model_id, "inputs": {"source": "dataset", "name": "digits", "stop": 4}}
+    r = c.post("/v1/jobs", json=sliced)
+    assert r.status_code == 422 and r.json()["field"] == "body.inputs.stop"
+    # quota 3000 bytes: the model file (1000) + specs; each accepted spec is stored as JSON text
+    assert infer([[0.5] * 64] * 3).status_code == 202
+    statuses = [c.post("/v1/jobs", json=train_body(seed=i)).status_code for i in range(8)]
+    assert statuses[0] == 202 and statuses[-1] == 403, statuses
+    assert statuses == sorted(statuses, key=lambda code: code == 403)  # once refused, always refused
+    r = c.post("/v1/jobs", json=train_body(seed=99))
+    assert r.status_code == 403 and "SQSNN_STORAGE_QUOTA_BYTES" in r.json()["message"]
