@@ -1,22 +1,38 @@
 """``braket-local:sv|dm`` (Braket LocalSimulator) and ``braket:<device ARN>`` (AwsDevice).
 
 Each chunk of neurons is one parameterised OpenQASM 3 program in Braket built-in gate names
-(:func:`backends.qasm.native_qasm`); each sample is one task with its own ``inputs`` (Braket has no batch
-binding), so a layer costs ``chunks x B`` tasks. Multi-shot rows come back grouped by measurement branch
-and are shuffled. The local simulators run mid-circuit measurement and reset (slowly: keep 1-4 neurons per
+(:func:`backends.qasm.native_qasm`); each sample of the batch is one *executable* of it (the program with
+that sample's ``inputs``). Executables are numbered chunk-major (``chunk * B + sample``) and grouped into as
+few tasks as the device allows:
+
+* where the device lists the ``braket.ir.openqasm.program_set`` action (gate-based QPUs, SV1/DM1, the local
+  simulators), one task is a **program set** of consecutive executables, at most ``maximumExecutables`` of
+  them and at most ``maximumTotalShots`` shots in all (both read from the device);
+* elsewhere one task per executable, created in parallel (``max_parallel`` at a time).
+
+Each task gets a deterministic ``clientToken`` derived from the submission's ``idempotency_key`` and its
+index, so re-submitting with the same key returns the tasks already created (Braket de-duplicates on the
+token) instead of creating new ones. Multi-shot rows come back grouped by measurement branch and are
+shuffled. The local simulators run mid-circuit measurement and reset (slowly: keep 1-4 neurons per
 program). No Braket QPU returns mid-circuit results, so QPUs use the deferred layout by default (T fresh
 I/O qubits per neuron) and a forced mid-circuit layout is refused unless the device lists ``reset``.
-Device limits (OpenQASM action, gate set, qubit count, shots range, status, execution windows) are read
-from the device properties and checked before anything is submitted. Re-submitting with the same
-``idempotency_key`` reuses each task's deterministic ``clientToken``.
+Device limits (OpenQASM action, gate set, qubit count, shots range, program-set limits, status, execution
+windows) are read from the device properties and checked before anything is submitted. Task ARNs (which
+hold the AWS account id) stay in :class:`SubmittedJob` for sqsnn's own calls; results and messages carry
+them redacted. Provider failures are mapped by :mod:`backends.braket_errors`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -27,24 +43,56 @@ from backends.base import (
     Capabilities,
     CircuitMode,
     JobState,
+    LayerEstimate,
     LayerResult,
+    ProviderError,
+    QueueInfo,
     SubmittedJob,
     normalise_state,
 )
+from backends.braket_errors import provider_call
 from backends.common import BaseBackend, LayerRequest
 from backends.compiler import LayerCircuit, chunk_bounds, decode_spikes
 from backends.options import BraketOptions
 from backends.prices import braket_prices
 from backends.qasm import native_qasm, program_inputs
+from backends.redact import redact
 
 OPENQASM_ACTION = "braket.ir.openqasm.program"
+PROGRAM_SET_ACTION = "braket.ir.openqasm.program_set"
 REQUIRED_GATES = ("rx", "rz", "h", "cnot")
 LOCAL_DEVICES = {"sv": "braket_sv", "dm": "braket_dm"}
+TERMINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED")
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_T = TypeVar("_T")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProgramSetLimits:
+    """A device's ``braket.ir.openqasm.program_set`` limits: executables per task, shots per task in all."""
+
+    max_executables: int
+    max_total_shots: int
+    min_total_shots: int = 0
+
+    def executables_per_task(self, shots: int) -> int:
+        """Most executables of ``shots`` shots each that one program set may hold."""
+        per_task = min(self.max_executables, self.max_total_shots // shots)
+        if per_task < 1:
+            raise BackendRefused(
+                f"shots per sample {shots} exceed the device's program-set maximum of {self.max_total_shots} shots"
+            )
+        return per_task
+
+
+# Braket's documented program-set limits on gate-based QPUs; used only by estimates of a device whose
+# properties cannot be read (no credentials yet), and said so in the price note.
+DOCUMENTED_PROGRAM_SET_LIMITS = ProgramSetLimits(max_executables=100, max_total_shots=200_000)
 
 
 def device_capabilities(props: Mapping[str, Any], *, hardware: bool) -> Capabilities:
-    """Capabilities from a Braket device-properties document (``device.properties.dict()``)."""
+    """Capabilities from a Braket device-properties document (``device.properties`` as JSON)."""
     action = props.get("action", {}).get(OPENQASM_ACTION)
     if action is None:
         raise BackendRefused("device does not accept OpenQASM 3 programs (no braket.ir.openqasm.program action)")
@@ -61,12 +109,37 @@ def device_capabilities(props: Mapping[str, Any], *, hardware: bool) -> Capabili
         readable_mid_circuit=not hardware,
         hardware=hardware,
         noisy=hardware,
-        parameter_batches=False,
+        parameter_batches=program_set_limits(props) is not None,
         modes=("quantum", "memoryless") if reset else ("quantum",),
         max_qubits=int(props["paradigm"]["qubitCount"]),
         min_shots=max(int(lo), 1),
         max_shots=int(hi),
     )
+
+
+def program_set_limits(props: Mapping[str, Any]) -> ProgramSetLimits | None:
+    """The device's program-set limits, or None when it does not list the program-set action."""
+    action = props.get("action", {}).get(PROGRAM_SET_ACTION)
+    if action is None:
+        return None
+    return ProgramSetLimits(
+        int(action["maximumExecutables"]), int(action["maximumTotalShots"]), int(action.get("minimumTotalShots") or 0)
+    )
+
+
+def task_groups(executables: int, per_task: int) -> list[range]:
+    """Consecutive executable indices of each task, ``per_task`` at most per task."""
+    return [range(start, min(start + per_task, executables)) for start in range(0, executables, per_task)]
+
+
+def queue_position(info: Mapping[str, Any]) -> QueueInfo:
+    """:class:`QueueInfo` from GetQuantumTask's ``queueInfo`` (Braket counts from 1; ours from 0)."""
+    raw = str(info.get("position", "None"))
+    position = int(raw) - 1 if raw.isdigit() else (2000 if raw.startswith(">") else None)
+    text = f"Braket {info.get('queuePriority', 'Normal')} queue position {raw}"
+    if info.get("message"):
+        text += f": {info['message']}"
+    return QueueInfo(position=position, message=redact(text))
 
 
 def in_execution_window(windows: list[Mapping[str, Any]], now: datetime) -> bool:
@@ -86,6 +159,11 @@ def in_execution_window(windows: list[Mapping[str, Any]], now: datetime) -> bool
     return False
 
 
+def client_token(key: str, index: int) -> str:
+    """The ``clientToken`` of task ``index`` of the submission keyed ``key`` (64 hex characters)."""
+    return hashlib.sha256(f"sqsnn/{key}/{index}".encode()).hexdigest()
+
+
 class BraketBackend(BaseBackend):
     """Braket local simulator (``target`` = ``sv`` / ``dm``) or device (``target`` = ARN)."""
 
@@ -103,8 +181,9 @@ class BraketBackend(BaseBackend):
             self.layout = self.options.layout
         self._device: Any = device
         self._programs: dict[tuple[int, int, str, bool], tuple[LayerCircuit, str]] = {}
-        self._batches: dict[str, list[Any]] = {}
+        self._local_results: dict[str, list[np.ndarray]] = {}
 
+    # --- device ----------------------------------------------------------------------------------------
     def device(self) -> Any:
         if self._device is None:
             if self.local:
@@ -114,36 +193,16 @@ class BraketBackend(BaseBackend):
             else:
                 from braket.aws import AwsDevice
 
-                try:
+                with provider_call("GetDevice"):
                     self._device = AwsDevice(self.target)
-                except Exception as exc:  # no credentials, no network, unknown ARN
-                    raise BackendUnavailable(
-                        f"{self.name}: device not reachable ({type(exc).__name__}); configure AWS "
-                        "credentials (AWS_PROFILE / AWS_ACCESS_KEY_ID or ~/.aws) and check the ARN"
-                    ) from None
         return self._device
 
     def _properties(self) -> dict[str, Any]:
         props = self.device().properties
-        return dict(props.dict()) if hasattr(props, "dict") else dict(props)
+        return json.loads(props.json()) if hasattr(props, "json") else dict(props)
 
     def neurons_per_circuit(self) -> int:
         return self.options.neurons_per_circuit
-
-    def tasks_per_chunk(self, batch: int) -> int:
-        return batch
-
-    def jobs_for(self, pubs: int) -> int:
-        return pubs  # every Braket task is a provider job
-
-    def cost_usd(self, tasks: int, shots: int) -> tuple[float | None, str]:
-        if self.local:
-            return 0.0, "local simulator"
-        prices = braket_prices()
-        per_shot = prices.per_shot.get(self.target)
-        if per_shot is None:
-            return None, f"no price recorded for {self.target} ({prices.source})"
-        return tasks * prices.per_task + shots * per_shot, f"Braket on-demand prices as of {prices.as_of}"
 
     def capabilities(self) -> Capabilities:
         return device_capabilities(self._properties(), hardware=not self.local)
@@ -151,10 +210,13 @@ class BraketBackend(BaseBackend):
     def availability(self) -> Availability:
         try:
             device = self.device()
-        except BackendUnavailable as exc:
+            if self.local:
+                return Availability(True, "local simulator")
+            if hasattr(device, "refresh_metadata"):
+                with provider_call("GetDevice"):
+                    device.refresh_metadata()
+        except (BackendUnavailable, ProviderError) as exc:
             return Availability(False, str(exc))
-        if self.local:
-            return Availability(True, "local simulator")
         status = str(device.status)
         if status != "ONLINE":
             return Availability(False, f"{self.name}: device status {status}")
@@ -163,6 +225,41 @@ class BraketBackend(BaseBackend):
             return Availability(True, "online; outside its execution windows: tasks wait in the queue")
         return Availability(True, "online")
 
+    # --- estimate --------------------------------------------------------------------------------------
+    def _limits_for_estimate(self) -> tuple[ProgramSetLimits | None, str]:
+        try:
+            return program_set_limits(self._properties()), ""
+        except (BackendUnavailable, ProviderError):
+            limits = DOCUMENTED_PROGRAM_SET_LIMITS
+            return limits, (
+                f"; device limits not readable now, assumed program sets of <= {limits.max_executables} "
+                f"executables and <= {limits.max_total_shots} shots"
+            )
+
+    def estimate(self, neurons: int, steps: int, batch: int, shots: int = 1) -> LayerEstimate:
+        """Tasks = executables (chunks x samples) grouped by the device's program-set limits (one task per
+        executable without program sets); cost = tasks x per-task fee + all shots x per-shot fee."""
+        base = super().estimate(neurons, steps, batch, shots)
+        limits, assumed = self._limits_for_estimate()
+        per_task = 1 if limits is None else limits.executables_per_task(shots)
+        tasks = len(task_groups(base.circuits * batch, per_task))
+        cost, note = self.cost_usd(tasks, base.shots)
+        return replace(base, pubs=tasks, jobs=tasks, cost_usd=cost, price_note=note + assumed)
+
+    def cost_usd(self, tasks: int, shots: int) -> tuple[float | None, str]:
+        if self.local:
+            return 0.0, "local simulator"
+        prices = braket_prices()
+        per_shot = prices.per_shot.get(self.target)
+        if per_shot is None:
+            return None, f"no price recorded for {self.target} ({prices.source})"
+        cost = tasks * prices.per_task + shots * per_shot
+        return cost, (
+            f"Braket on-demand prices as of {prices.as_of}: ${prices.per_task}/task + ${per_shot}/shot; a program "
+            "set is billed as one task (one per-task fee, the per-shot fee for every shot of every executable)"
+        )
+
+    # --- submission ------------------------------------------------------------------------------------
     def _program(self, n: int, steps: int, mode: CircuitMode, prepare: bool) -> tuple[LayerCircuit, str]:
         key = (n, steps, mode, prepare)
         if key not in self._programs:
@@ -170,93 +267,248 @@ class BraketBackend(BaseBackend):
             self._programs[key] = (lc, native_qasm(lc))
         return self._programs[key]
 
+    def _executables(self, request: LayerRequest, chunks: list[tuple[int, int]]) -> list[tuple[str, dict[str, float]]]:
+        """(program source, inputs) of every executable, chunk-major (``chunk * B + sample``)."""
+        out: list[tuple[str, dict[str, float]]] = []
+        for a, b in chunks:
+            lc, source = self._program(b - a, request.steps, request.mode, request.memory_angles is not None)
+            mem = None if request.memory_angles is None else np.asarray(request.memory_angles)[..., a:b]
+            out += [
+                (source, values) for values in program_inputs(lc, request.z[:, :, a:b], request.angles[..., a:b], mem)
+            ]
+        return out
+
     def _submit(self, request: LayerRequest) -> SubmittedJob:
         from braket.ir.openqasm import Program
+        from braket.program_sets import ProgramSet
 
-        zz, ang, shots, memory_angles = request.z, request.angles, request.shots, request.memory_angles
-        steps, batch, n = zz.shape
-        chunks = chunk_bounds(n, self.options.neurons_per_circuit)
+        chunks = chunk_bounds(request.neurons, self.options.neurons_per_circuit)
+        limits = program_set_limits(self._properties())
         job = self._submitted(
             request,
             job_ids=[],
             chunks=chunks,
             layout=self.layout,
-            qubits_per_circuit=self.qubits_per_neuron(steps) * min(n, self.options.neurons_per_circuit),
+            qubits_per_circuit=self.qubits_per_neuron(request.steps) * min(request.neurons, self.neurons_per_circuit()),
             calibration=None if self.local else self._calibration(),
         )
-        handles: list[Any] = []
-        for a, b in chunks:
-            lc, source = self._program(b - a, steps, request.mode, memory_angles is not None)
-            mem = None if memory_angles is None else np.asarray(memory_angles)[..., a:b]
-            inputs = program_inputs(lc, zz[:, :, a:b], ang[..., a:b], mem)
-            if self.local:
-                tasks = self.device().run_batch([Program(source=source)] * batch, shots=shots, inputs=inputs)
-                results = tasks.results()  # the local simulator runs the batch synchronously
-                handles.append(results)
-                job.job_ids += [str(r.task_metadata.id) for r in results]
+        executables = self._executables(request, chunks)
+        per_task = 1 if limits is None else limits.executables_per_task(request.shots)
+        specs: list[Any] = []
+        for group in task_groups(len(executables), per_task):
+            if limits is None:
+                source, values = executables[group.start]
+                specs.append(Program(source=source, inputs=values))
             else:
-                for i, values in enumerate(inputs):
-                    token = f"{request.idempotency_key or job.local_key}/{a}/{i}"
-                    arn = self._create_task(Program(source=source, inputs=values), shots, token, job.local_key)
-                    job.job_ids.append(arn)
-        self._batches[job.local_key] = handles
+                specs.append(ProgramSet(_program_entries([executables[i] for i in group]), request.shots))
+        if limits is not None and min(s.total_shots for s in specs) < limits.min_total_shots:
+            raise BackendRefused(
+                f"{self.name}: a program set of {min(s.total_shots for s in specs)} shots is below the device "
+                f"minimum of {limits.min_total_shots} total shots; raise shots per sample"
+            )
+        if self.local:
+            self._run_local(job, specs, request.shots)
+        else:
+            job.job_ids = self._create_tasks(specs, request, job.local_key)
+            log.info("%s: %d Braket tasks for %d executables", self.name, len(specs), len(executables))
         return job
 
-    def _create_task(self, program: Any, shots: int, token: str, key: str) -> str:
+    def _run_local(self, job: SubmittedJob, specs: list[Any], shots: int) -> None:
+        measurements: list[np.ndarray] = []
+        for spec in specs:
+            result = self.device().run(spec, shots=getattr(spec, "total_shots", shots)).result()
+            job.job_ids.append(str(result.task_metadata.id))
+            measurements += _executable_measurements(result)
+        self._local_results[job.local_key] = measurements
+
+    def _create_tasks(self, specs: list[Any], request: LayerRequest, local_key: str) -> list[str]:
+        """Create one task per spec in parallel; on failure cancel those created (unless an idempotency key
+        lets a retry adopt them) and raise the mapped error."""
         session = self.device().aws_session
-        bucket = self.options.s3_bucket or session.default_bucket()
-        return str(
-            session.create_quantum_task(
-                deviceArn=self.target,
-                action=program.json(),
-                shots=shots,
-                outputS3Bucket=bucket,
-                outputS3KeyPrefix=f"{self.options.s3_prefix}/tasks",
-                clientToken=hashlib.sha256(token.encode()).hexdigest()[:64],
-                tags={"sqsnn-submission": key},
-            )
-        )
+        key = request.idempotency_key or local_key
+        with provider_call("CreateQuantumTask"):
+            bucket = self.options.s3_bucket or session.default_bucket()
+
+        def create(index: int) -> str:
+            spec = specs[index]
+            action = spec.to_ir().json() if hasattr(spec, "to_ir") else spec.json()
+            with provider_call("CreateQuantumTask"):
+                return str(
+                    session.create_quantum_task(
+                        deviceArn=self.target,
+                        action=action,
+                        shots=getattr(spec, "total_shots", request.shots),
+                        outputS3Bucket=bucket,
+                        outputS3KeyPrefix=f"{self.options.s3_prefix}/tasks",
+                        clientToken=client_token(key, index),
+                        tags={"sqsnn-submission": key},
+                    )
+                )
+
+        arns: list[str | None] = [None] * len(specs)
+        errors: list[Exception] = []
+
+        def attempt(index: int) -> None:
+            try:
+                arns[index] = create(index)
+            except Exception as exc:
+                errors.append(exc)
+
+        self._parallel(attempt, range(len(specs)))
+        if errors:
+            created = [arn for arn in arns if arn is not None]
+            if request.idempotency_key is None:
+                self._cancel_arns(created)
+            raise errors[0]
+        return [arn for arn in arns if arn is not None]
+
+    def _parallel(self, fn: Callable[[Any], _T], items: Sequence[Any]) -> list[_T]:
+        if len(items) <= 1:
+            return [fn(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(self.options.max_parallel, len(items))) as pool:
+            return list(pool.map(fn, items))
+
+    # --- following the tasks ---------------------------------------------------------------------------
+    def _describe(self, arn: str) -> dict[str, Any]:
+        with provider_call("GetQuantumTask"):
+            return dict(self.device().aws_session.get_quantum_task(arn))
+
+    def _states(self, job: SubmittedJob) -> list[dict[str, Any]]:
+        return self._parallel(self._describe, job.job_ids)
 
     def poll(self, job: SubmittedJob) -> JobState:
         if self.local:
-            return "done" if job.local_key in self._batches else "failed"
-        from braket.aws import AwsQuantumTask
-
-        states = {normalise_state(AwsQuantumTask(arn).state()) for arn in job.job_ids}
+            return "done" if job.local_key in self._local_results else "failed"
+        states = {normalise_state(task["status"]) for task in self._states(job)}
         order: tuple[JobState, ...] = ("failed", "cancelled", "running", "queued")
         return next((state for state in order if state in states), "done")
 
-    def fetch(self, job: SubmittedJob) -> LayerResult:
-        rng = np.random.default_rng(int(hashlib.sha256(job.local_key.encode()).hexdigest()[:8], 16))
-        rows: list[np.ndarray] = []  # per chunk: (B, S, bits)
+    def queue_info(self, job: SubmittedJob) -> QueueInfo | None:
+        """Queue position of the submission's task nearest the front (None when no task waits)."""
         if self.local:
-            for results in self._batches.pop(job.local_key):
-                rows.append(np.stack([r.measurements for r in results]))
-        else:
-            from braket.aws import AwsQuantumTask
+            return None
+        waiting = [
+            queue_position(task.get("queueInfo") or {})
+            for task in self._states(job)
+            if task["status"] in ("CREATED", "QUEUED")
+        ]
+        known = [info for info in waiting if info.position is not None]
+        return min(known, key=lambda info: info.position or 0) if known else (waiting[0] if waiting else None)
 
-            results = [AwsQuantumTask(arn).result().measurements for arn in job.job_ids]
-            rows = [np.stack(results[i * job.batch : (i + 1) * job.batch]) for i in range(len(job.chunks))]
+    def cancel(self, job: SubmittedJob) -> None:
+        """Cancel every task of the submission that has not ended (tasks already ended are left as they are)."""
+        if not self.local:
+            self._cancel_arns(job.job_ids)
+
+    def _cancel_arns(self, arns: Sequence[str]) -> None:
+        from botocore.exceptions import ClientError
+
+        session = self.device().aws_session
+
+        def cancel(arn: str) -> None:
+            with provider_call("CancelQuantumTask"):
+                try:
+                    session.cancel_quantum_task(arn)
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") != "ConflictException":  # already ended
+                        raise
+
+        self._parallel(cancel, arns)
+
+    def _wait(self, job: SubmittedJob) -> None:
+        """Block until every task ended; raise :class:`ProviderError` for a FAILED or CANCELLED task (final) or
+        when ``poll_timeout_s`` passes first (retryable: the tasks keep running)."""
+        deadline = time.monotonic() + self.options.poll_timeout_s
+        while True:
+            tasks = self._states(job)
+            for task in tasks:
+                if task["status"] == "FAILED":
+                    reason = task.get("failureReason") or "no reason given"
+                    raise ProviderError(
+                        redact(f"{self.name}: task {task['quantumTaskArn']} FAILED: {reason}"), retryable=False
+                    )
+                if task["status"] == "CANCELLED":
+                    raise ProviderError(
+                        redact(f"{self.name}: task {task['quantumTaskArn']} was CANCELLED"), retryable=False
+                    )
+            if all(task["status"] == "COMPLETED" for task in tasks):
+                return
+            if time.monotonic() > deadline:
+                waiting = sum(task["status"] != "COMPLETED" for task in tasks)
+                raise ProviderError(
+                    f"{self.name}: {waiting} of {len(tasks)} tasks not finished after {self.options.poll_timeout_s} s",
+                    retryable=True,
+                )
+            time.sleep(self.options.poll_interval_s)
+
+    def _download(self, arn: str) -> list[np.ndarray]:
+        from braket.aws import AwsQuantumTask
+
+        with provider_call("GetQuantumTask result"):
+            task = AwsQuantumTask(arn, aws_session=self.device().aws_session, quiet=True)
+            result = task.result()
+        if result is None:
+            raise ProviderError(redact(f"{self.name}: task {arn} ended without a result"), retryable=False)
+        return _executable_measurements(result)
+
+    def fetch(self, job: SubmittedJob) -> LayerResult:
+        """Wait for the tasks, download their results and decode ``(T, B, S, n)`` spikes."""
+        if self.local:
+            measurements = self._local_results.pop(job.local_key)
+        else:
+            self._wait(job)
+            measurements = [m for task in self._parallel(self._download, job.job_ids) for m in task]
+        expected = len(job.chunks) * job.batch
+        if len(measurements) != expected:
+            raise ProviderError(
+                f"{self.name}: {len(measurements)} executable results, {expected} expected", retryable=False
+            )
+        rng = np.random.default_rng(int(hashlib.sha256(job.local_key.encode()).hexdigest()[:8], 16))
         parts = []
-        for (a, b), meas in zip(job.chunks, rows, strict=True):
+        for c, (a, b) in enumerate(job.chunks):
+            meas = np.stack(measurements[c * job.batch : (c + 1) * job.batch])  # (B, S, bits)
             shuffled = meas[:, rng.permutation(meas.shape[1]), :]  # rows come grouped by branch
             parts.append(decode_spikes(shuffled, b - a, job.steps))
         return LayerResult(
             spikes=np.concatenate(parts, axis=-1),
             backend=self.name,
-            job_ids=job.job_ids,
+            job_ids=[redact(arn) for arn in job.job_ids],
             circuits=len(job.chunks),
             jobs=len(job.job_ids),
             shots=job.batch * job.shots * len(job.chunks),
             qubits_per_circuit=job.qubits_per_circuit,
             qubits_used=job.qubits_used,
             calibration=job.calibration,
+            usage={"tasks": len(job.job_ids), "executables": expected, "shots": expected * job.shots},
         )
 
     def _calibration(self) -> dict[str, Any]:
         props = self._properties()
         return {
             "backend": self.target,
-            "calibrated_at": str(props.get("service", {}).get("updatedAt")),
+            "calibrated_at": props.get("service", {}).get("updatedAt"),
             "standardized": props.get("standardized"),
         }
+
+
+def _program_entries(executables: Sequence[tuple[str, dict[str, float]]]) -> list[Any]:
+    """Consecutive executables of the same source merged into one ``Program`` with list-valued inputs."""
+    from braket.ir.openqasm import Program
+
+    entries: list[Any] = []
+    runs: list[tuple[str, list[dict[str, float]]]] = []
+    for source, values in executables:
+        if runs and runs[-1][0] == source:
+            runs[-1][1].append(values)
+        else:
+            runs.append((source, [values]))
+    for source, rows in runs:
+        entries.append(Program(source=source, inputs={name: [row[name] for row in rows] for name in rows[0]}))
+    return entries
+
+
+def _executable_measurements(result: Any) -> list[np.ndarray]:
+    """Per executable, measurements ``(shots, bits)`` of a program-set or single-program task result."""
+    if hasattr(result, "measurements"):
+        return [np.asarray(result.measurements)]
+    return [np.asarray(result[p][e].measurements) for p in range(len(result)) for e in range(len(result[p]))]

@@ -39,19 +39,32 @@ class IBMOptions(_Strict):
     optimization_level: Annotated[int, Field(ge=0, le=3)] = 1
     choose_layout: bool = True
     noise: Annotated[bool, Field(description="ibm-local only: False simulates the ISA circuit without noise")] = True
-    max_time: Annotated[int | None, Field(ge=1, description="Batch max_time in seconds")] = None
+    execution_mode: Annotated[
+        Literal["session", "batch"],
+        Field(
+            description="ibm only: one IBM Session (the QPU stays reserved between the dependent layers of a job) "
+            "or one Batch (layers queue independently, billed for QPU time only) per sqsnn job"
+        ),
+    ] = "session"
+    max_time: Annotated[int | None, Field(ge=1, description="Session/Batch max_time in seconds")] = None
     job_tags: tuple[str, ...] = ()
 
 
 class BraketOptions(_Strict):
     """Braket (``braket-local:sv|dm``, ``braket:<arn>``). Local MCM simulation scales badly: keep few
     neurons per program. ``auto`` uses the mid-circuit layout locally and the deferred one on QPUs (no
-    Braket QPU returns mid-circuit results)."""
+    Braket QPU returns mid-circuit results). Results go to ``s3://<s3_bucket>/<s3_prefix>/tasks/<task id>/``
+    (``s3_bucket`` None: the SDK's ``amazon-braket-<region>-<account>`` bucket, created if missing)."""
 
     neurons_per_circuit: Annotated[int, Field(ge=1, le=50)] = 2
     layout: Literal["auto", "mid-circuit", "deferred"] = "auto"
     s3_bucket: str | None = None
     s3_prefix: str = "sqsnn"
+    poll_interval_s: Annotated[float, Field(gt=0, description="seconds between task status checks")] = 1.0
+    poll_timeout_s: Annotated[float, Field(gt=0, description="fetch gives up (retryable) after this many seconds")] = (
+        5 * 24 * 3600.0
+    )
+    max_parallel: Annotated[int, Field(ge=1, le=20, description="tasks created / read at the same time")] = 8
 
 
 class Budget(_Strict):

@@ -54,7 +54,7 @@ def test_braket_local_batch_decodes_known_spikes_and_simulator_qasm_runs() -> No
     ang = np.zeros((3, n))
     res = BraketBackend("dm", local=True).run_layer(z, ang)
     np.testing.assert_array_equal(res.single_shot, z)
-    assert res.jobs == B * 2  # 2 chunks (2 + 1 neurons) x 5 tasks
+    assert res.jobs == 1  # 2 chunks (2 + 1 neurons) x 5 samples = 10 executables in one program set
     # qasm3.dumps(includes=[]) form on the Braket simulator: same deterministic spikes
     text = simulator_qasm(compile_layer(n, T), z[:, :1], ang)
     bits = LocalSimulator("braket_sv").run(Program(source=text), shots=1).result().measurements[0]

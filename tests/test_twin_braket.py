@@ -1,0 +1,249 @@
+"""``braket:<arn>`` through the Braket twin with the real amazon-braket-sdk and boto3: spikes against the
+engine oracle, program sets split by the device's limits (task count = estimate), task batches, cancel,
+queue position, idempotent re-submission, every scripted fault ending in its documented error, and no secret
+or account id in errors, logs or results."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_backends_braket import oracle
+from test_backends_reference import chi_square_pvalue, train_index
+
+from backends.base import BackendUnavailable, LayerResult, ProviderError
+from backends.braket import BraketBackend
+from backends.options import BraketOptions
+from tests.twins.braket import (
+    ACCOUNT_ID,
+    QPU_ARN,
+    SECRET_ACCESS_KEY,
+    SIM_ARN,
+    BraketTwin,
+    Fault,
+    TaskPlan,
+    qpu_capabilities,
+)
+from tests.twins.braket_plugin import BUCKET
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def braket(arn: str = QPU_ARN, **options: object) -> BraketBackend:
+    opts = BraketOptions(s3_bucket=BUCKET, poll_interval_s=0.05, **options)  # type: ignore[arg-type]
+    return BraketBackend(arn, local=False, options=opts)
+
+
+def known_spikes(T: int = 3, B: int = 5, n: int = 3, seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Currents 0/1 and zero angles: every neuron spikes exactly when its current is 1."""
+    z = np.random.default_rng(seed).integers(0, 2, size=(T, B, n)).astype(float)
+    return z, np.zeros((3, n))
+
+
+def assert_clean(text: str) -> None:
+    assert SECRET_ACCESS_KEY not in text and ACCOUNT_ID not in text, text
+
+
+def test_qpu_twin_spike_distribution_matches_engine(braket_twin: BraketTwin) -> None:
+    # The twin samples with Braket's simulator, which takes no seed: with two checks at p > 1e-5 each, a
+    # correct backend fails with probability 2e-5; a wrong angle or bit order gives p ~ 0 at 2000 shots.
+    rng = np.random.default_rng(8)
+    T, n = 3, 2
+    z = rng.uniform(-0.5, 1.0, size=(T, 1, n))
+    ang = rng.uniform(0, 2 * np.pi, size=(3, n))
+    res = braket(QPU_ARN).run_layer(z, ang, shots=2000)
+    ref = oracle(z[:, 0], ang)
+    idx = train_index(res.spikes[:, 0])
+    for k in range(n):
+        assert chi_square_pvalue(idx[:, k], ref[:, k]) > 1e-5
+    assert (res.jobs, res.circuits, res.qubits_per_circuit) == (1, 1, 2 * (T + 1))
+    assert braket_twin.create_calls == 1
+    assert res.calibration is not None and res.calibration["calibrated_at"] == "2026-11-01T06:00:00"
+    assert "0" in res.calibration["standardized"]["oneQubitProperties"]
+
+
+@pytest.mark.parametrize("program_sets", [True, False])
+def test_task_count_equals_estimate_and_spikes_decode_in_order(
+    braket_twin: BraketTwin, program_sets: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    braket_twin.devices[QPU_ARN].capabilities = qpu_capabilities(max_executables=4, program_sets=program_sets)
+    prices = tmp_path / "prices.toml"
+    prices.write_text(f'as_of = "2030-01-01"\nper_task = 0.3\n[per_shot]\n"{QPU_ARN}" = 0.001\n')
+    monkeypatch.setenv("SQSNN_BRAKET_PRICES", str(prices))
+    z, ang = known_spikes()  # 3 neurons in chunks of 2 + 1, 5 samples: 10 executables
+    be = braket(QPU_ARN)
+    est = be.estimate(neurons=3, steps=3, batch=5, shots=1)
+    tasks = 3 if program_sets else 10  # ceil(10 / 4) program sets, or one task per executable
+    assert (est.pubs, est.jobs, est.shots) == (tasks, tasks, 10)
+    assert est.cost_usd == pytest.approx(tasks * 0.3 + 10 * 0.001)
+    assert "program set is billed as one task" in est.price_note
+    res = be.run_layer(z, ang)
+    np.testing.assert_array_equal(res.single_shot, z)
+    assert braket_twin.create_calls == len(braket_twin.tasks) == res.jobs == tasks
+
+
+def test_simulator_device_runs_a_batch_as_one_program_set(braket_twin: BraketTwin) -> None:
+    z, ang = known_spikes(T=2, B=4, n=2)
+    res = braket(SIM_ARN).run_layer(z, ang)
+    np.testing.assert_array_equal(res.single_shot, z)
+    assert res.jobs == braket_twin.create_calls == 1
+    assert res.usage == {"tasks": 1, "executables": 4, "shots": 4}
+
+
+def test_estimate_of_the_readme_network_is_a_handful_of_tasks(braket_twin: BraketTwin) -> None:
+    from backends.estimate import estimate_network
+
+    # 256 images x 784-64-10 at T=5: deferred layout, 6 qubits a neuron; 8 neurons per 48-qubit program.
+    braket_twin.devices[QPU_ARN].capabilities = qpu_capabilities(qubits=48)
+    est = estimate_network([784, 64, 10], 5, 256, braket(QPU_ARN, neurons_per_circuit=8))
+    # hidden: 8 programs x 256 samples = 2048 executables -> 21 program sets; output: 2 x 256 -> 6
+    assert [e.pubs for e in est.layers] == [21, 6] and est.shots == (8 + 2) * 256
+
+
+def test_cancel_mid_queue_cancels_every_task(braket_twin: BraketTwin) -> None:
+    braket_twin.devices[QPU_ARN].capabilities = qpu_capabilities(max_executables=2)
+    braket_twin.hold = True
+    be = braket(QPU_ARN)
+    job = be.submit(*known_spikes(B=3, n=2))  # 3 executables -> 2 tasks
+    braket_twin.wait_for("QUEUED", 2)
+    info = be.queue_info(job)
+    assert info is not None and info.position == 0 and "position 1" in info.message
+    assert be.poll(job) == "queued"
+    be.cancel(job)
+    assert braket_twin.statuses() == ["CANCELLED", "CANCELLED"]
+    assert be.poll(job) == "cancelled" and be.queue_info(job) is None
+    with pytest.raises(ProviderError, match="CANCELLED") as err:
+        be.fetch(job)
+    assert not err.value.retryable
+    be.cancel(job)  # cancelling ended tasks again is harmless
+
+
+def test_resubmission_with_the_same_key_creates_no_new_task(braket_twin: BraketTwin) -> None:
+    braket_twin.devices[QPU_ARN].capabilities = qpu_capabilities(max_executables=2)
+    z, ang = known_spikes(B=3, n=2)
+    first = braket(QPU_ARN).submit(z, ang, idempotency_key="job-7/layer-0")
+    again = braket(QPU_ARN).submit(z, ang, idempotency_key="job-7/layer-0")  # e.g. a retried worker
+    assert again.job_ids == first.job_ids and len(braket_twin.tasks) == 2
+    other = braket(QPU_ARN).submit(z, ang, idempotency_key="job-8/layer-0")
+    assert len(braket_twin.tasks) == 4 and not set(other.job_ids) & set(first.job_ids)
+    np.testing.assert_array_equal(braket(QPU_ARN).fetch(again).single_shot, z)
+
+
+@pytest.mark.parametrize(
+    ("kind", "retryable", "message"),
+    [
+        ("throttle", True, "ThrottlingException"),
+        ("server_error", True, "InternalServiceException"),
+        ("drop", True, "ConnectionClosedError"),
+        ("bad_credentials", False, "UnrecognizedClientException"),
+        ("expired_credentials", False, "ExpiredTokenException"),
+    ],
+)
+def test_create_faults_end_in_documented_errors(
+    braket_twin: BraketTwin, kind: str, retryable: bool, message: str
+) -> None:
+    be = braket(QPU_ARN)
+    be.capabilities()  # device read before the fault
+    braket_twin.faults.append(Fault("CreateQuantumTask", kind, times=5))  # type: ignore[arg-type]
+    with pytest.raises(ProviderError, match=message) as err:
+        be.submit(*known_spikes(B=1, n=2))
+    assert err.value.retryable is retryable
+    assert not braket_twin.tasks
+
+
+def test_wrong_access_key_is_refused_as_final(braket_twin: BraketTwin, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGKEY00000000")
+    be = braket(QPU_ARN)
+    with pytest.raises(ProviderError, match=r"UnrecognizedClientException.*configure AWS credentials") as err:
+        be.submit(*known_spikes(B=1, n=2))
+    assert not err.value.retryable
+    assert not be.availability().available
+
+
+def test_throttled_polling_is_retryable_and_loses_nothing(braket_twin: BraketTwin) -> None:
+    be = braket(QPU_ARN)
+    z, ang = known_spikes(B=2, n=2)
+    job = be.submit(z, ang)
+    # AwsSession.get_quantum_task backs off 3 times on throttling, each a call of 2 botocore attempts
+    braket_twin.faults.append(Fault("GetQuantumTask", "throttle", times=6))
+    with pytest.raises(ProviderError, match="ThrottlingException") as err:
+        be.fetch(job)
+    assert err.value.retryable
+    np.testing.assert_array_equal(be.fetch(job).single_shot, z)
+    assert braket_twin.create_calls == 1
+
+
+@pytest.mark.parametrize(
+    ("plan", "state", "message"),
+    [
+        (TaskPlan("failed", "Device calibration drifted"), "failed", "FAILED: Device calibration drifted"),
+        (TaskPlan("cancelled"), "cancelled", "was CANCELLED"),
+    ],
+)
+def test_task_outcomes_are_final(braket_twin: BraketTwin, plan: TaskPlan, state: str, message: str) -> None:
+    braket_twin.plan(plan)
+    be = braket(QPU_ARN)
+    job = be.submit(*known_spikes(B=1, n=2))
+    with pytest.raises(ProviderError, match=message) as err:
+        be.fetch(job)
+    assert not err.value.retryable and be.poll(job) == state
+    assert_clean(str(err.value))
+
+
+def test_result_missing_from_s3_is_retryable_until_stored(braket_twin: BraketTwin) -> None:
+    braket_twin.plan(TaskPlan("result_missing"))
+    be = braket(QPU_ARN)
+    z, ang = known_spikes(B=1, n=2)
+    job = be.submit(z, ang)
+    with pytest.raises(ProviderError, match="NoSuchKey") as err:
+        be.fetch(job)
+    assert err.value.retryable and be.poll(job) == "done"
+    braket_twin.publish_results()
+    np.testing.assert_array_equal(be.fetch(job).single_shot, z)
+
+
+def test_offline_and_retired_devices(braket_twin: BraketTwin) -> None:
+    be = braket(QPU_ARN)
+    braket_twin.set_status(QPU_ARN, "OFFLINE")
+    availability = be.availability()
+    assert not availability.available and "OFFLINE" in availability.reason
+    with pytest.raises(BackendUnavailable, match="DeviceOfflineException"):
+        be.submit(*known_spikes(B=1, n=2))
+    braket_twin.set_status(QPU_ARN, "RETIRED")
+    assert "RETIRED" in be.availability().reason
+    with pytest.raises(ProviderError, match="DeviceRetiredException") as err:
+        be.submit(*known_spikes(B=1, n=2))
+    assert not err.value.retryable and not braket_twin.tasks
+
+
+def test_no_secret_or_account_id_in_errors_logs_or_results(
+    braket_twin: BraketTwin, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    texts: list[str] = []
+    be = braket(QPU_ARN)
+    z, ang = known_spikes(B=2, n=2)
+    braket_twin.plan(
+        TaskPlan("failed", f"role arn:aws:iam::{ACCOUNT_ID}:role/braket denied"), TaskPlan("result_missing")
+    )
+    for _ in range(2):
+        job = be.submit(z, ang)
+        assert ACCOUNT_ID in job.job_ids[0]  # kept for sqsnn's own calls
+        with pytest.raises(ProviderError) as err:
+            be.fetch(job)
+        texts.append(str(err.value))
+    braket_twin.publish_results()
+    result: LayerResult = be.fetch(job)
+    braket_twin.hold = True
+    queued = be.submit(z, ang)
+    info = be.queue_info(queued)
+    texts += [repr(result), repr(info), caplog.text]
+    braket_twin.faults.append(Fault("GetQuantumTask", "expired_credentials"))
+    with pytest.raises(ProviderError) as err:
+        be.poll(queued)
+    texts.append(str(err.value))
+    for text in texts:
+        assert_clean(text)
+    assert "arn:aws:braket:us-east-1:***:quantum-task/" in result.job_ids[0]
