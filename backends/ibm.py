@@ -1,33 +1,61 @@
 """``ibm:<backend>`` (IBM Quantum via qiskit-ibm-runtime) and ``ibm-local:<fake>`` (its local testing mode).
 
 Both share one client path: ISA transpile with the preset pass manager and a layout chosen from
-calibration error rates, a ``Batch`` execution mode, the executor ``Sampler`` with one PUB per chunk,
-job tags for de-duplication, job states normalised by :func:`backends.base.normalise_state`. Only the
-backend object differs: the real one from ``QiskitRuntimeService()`` (credentials from the SDK's standard
-environment variables ``QISKIT_IBM_TOKEN`` / ``QISKIT_IBM_INSTANCE`` / ``QISKIT_IBM_CHANNEL`` or the saved
-account; never logged), or, locally, an Aer simulator built from the fake device (its noise model, or no
-noise with ``IBMOptions(noise=False)``), on which local mode runs the same client code. Locally the ISA
-circuits are moved onto the physical qubits they use before simulation (156-qubit noisy simulation costs
-tens of seconds per run); the noise model is that of those qubits.
+calibration error rates, the executor ``Sampler`` with one PUB per chunk, job tags for de-duplication,
+job states normalised by :func:`backends.base.normalise_state`. Only the backend object differs.
+
+Real IBM (``ibm:``): the service is ``QiskitRuntimeService()`` with the SDK's own credentials (environment
+variables ``QISKIT_IBM_TOKEN`` / ``QISKIT_IBM_INSTANCE`` / ``QISKIT_IBM_CHANNEL`` or the saved account;
+never logged). ``SQSNN_IBM_API_URL``, when set, is the Runtime API base URL used verbatim (through the
+client's ``url_resolver``), e.g. a private endpoint or the test twin; IAM and Global Search follow the
+SDK's ``IAM_URL`` / ``GLOBAL_SEARCH_URL`` / ``GLOBAL_CATALOG_URL``. One execution mode per sqsnn job
+(``IBMOptions.execution_mode``: a ``Session`` by default, or a ``Batch``): the first ``submit`` opens it
+and its id is recorded in ``SubmittedJob.session_id``; later layers pass that id and join it;
+``close_session`` closes it. Usage is the job's metrics document; ``LayerResult.qpu_seconds`` its billed
+QPU seconds. Every client failure becomes a :class:`ProviderError` (retryable: throttling, 5xx, dropped
+connections; final otherwise) or :class:`BackendUnavailable`, with redacted messages.
+
+Locally (``ibm-local:``) an Aer simulator is built from the fake device (its noise model, or no noise
+with ``IBMOptions(noise=False)``), on which local mode runs the same client code. The ISA circuits are
+moved onto the physical qubits they use before simulation (156-qubit noisy simulation costs tens of
+seconds per run); the noise model is that of those qubits.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from qiskit import QuantumCircuit
 from qiskit_aer import AerSimulator
 
 from backends.aer import compact_pubs, fake_backend, isa_transpile, noise_model
-from backends.base import Availability, BackendUnavailable, Capabilities, LayerResult, SubmittedJob
+from backends.base import (
+    Availability,
+    BackendUnavailable,
+    Capabilities,
+    JobState,
+    LayerResult,
+    ProviderError,
+    QueueInfo,
+    SubmittedJob,
+    normalise_state,
+)
 from backends.common import LayerRequest
 from backends.compiler import LayerCircuit
 from backends.options import IBMOptions
 from backends.qiskit_backend import Pub, QiskitBackend
 from backends.redact import redact
+
+API_URL_ENV = "SQSNN_IBM_API_URL"
+CLIENT_LOGGERS = ("qiskit_ibm_runtime", "ibm-cloud-sdk-core", "ibm_platform_services")
+CREDENTIALS_HINT = "set QISKIT_IBM_TOKEN / QISKIT_IBM_INSTANCE or save an account"
+T = TypeVar("T")
 
 
 @lru_cache(maxsize=32)
@@ -47,6 +75,73 @@ def batch_tag(pubs: list[Pub], device: str) -> str:
     return "sqsnn-" + h.hexdigest()[:24]
 
 
+class RedactingFilter(logging.Filter):
+    """Passes a record through :func:`redact` (the IBM clients' DEBUG wire log prints request headers and
+    bodies, which name the instance CRN)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), None
+        return True
+
+
+def guard_client_logs() -> None:
+    """Attach :class:`RedactingFilter` to every logger of qiskit-ibm-runtime and ibm-cloud-sdk-core (logger
+    filters do not reach child loggers, so each existing one gets it)."""
+    names = [n for n in logging.Logger.manager.loggerDict if n.startswith(CLIENT_LOGGERS)]
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())
+
+
+def runtime_service() -> Any:
+    """``QiskitRuntimeService`` with the SDK's credentials; the API base URL from ``SQSNN_IBM_API_URL`` if set."""
+    from qiskit_ibm_runtime import QiskitRuntimeService
+
+    guard_client_logs()
+    url = os.environ.get(API_URL_ENV)
+    if not url:
+        return QiskitRuntimeService()
+    return QiskitRuntimeService(url_resolver=lambda _url, _instance, _private, _channel: url)
+
+
+def http_status(exc: BaseException) -> int | None:
+    """HTTP status of the client request behind ``exc`` (-1: no response), found through its chain."""
+    from qiskit_ibm_runtime.api.exceptions import RequestsApiError
+    from qiskit_ibm_runtime.exceptions import IBMNotAuthorizedError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, IBMNotAuthorizedError):
+            return 401
+        if isinstance(seen, RequestsApiError):
+            return seen.status_code
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Transient: throttled (429), server errors (5xx), or no response at all (dropped connection,
+    retries exhausted, which the client reports without a status)."""
+    import requests
+
+    status = http_status(exc)
+    if status is None:
+        return isinstance(exc, requests.RequestException | ConnectionError | TimeoutError)
+    return status == -1 or status == 429 or status >= 500
+
+
+def provider_error(backend: str, doing: str, exc: BaseException) -> ProviderError:
+    """``exc`` (raised by the client while ``doing``) as a redacted, classified :class:`ProviderError`."""
+    retryable = is_retryable(exc)
+    status = http_status(exc)
+    hint = f"; credentials rejected: {CREDENTIALS_HINT}" if status in (401, 403) else ""
+    kind = "transient, retry later" if retryable else "final"
+    return ProviderError(
+        f"{backend}: {doing} failed ({kind}{hint}): {type(exc).__name__}: {redact(str(exc))}", retryable=retryable
+    )
+
+
 class IBMRuntimeBackend(QiskitBackend):
     """IBM Runtime backend; ``local=True`` runs the fake snapshot ``device`` in local testing mode."""
 
@@ -60,37 +155,57 @@ class IBMRuntimeBackend(QiskitBackend):
         self._device: Any = None
         self._service: Any = None
         self._by_tag: dict[str, Any] = {}
+        self._modes: dict[str, Any] = {}  # open Session / Batch objects by id
+
+    def _call(self, doing: str, fn: Callable[[], T]) -> T:
+        """``fn()`` with every client exception turned into a :class:`ProviderError`."""
+        try:
+            return fn()
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise provider_error(self.name, doing, exc) from None
 
     def device(self) -> Any:
-        """The Qiskit backend (fake snapshot or real); raises BackendUnavailable when unreachable."""
+        """The Qiskit backend (fake snapshot or real). Raises :class:`BackendUnavailable` when there are no
+        valid credentials or the backend is not offered, ProviderError(retryable) on transient failures."""
         if self._device is None:
             if self.local:
                 self._device = fake_backend(self.device_name)
             else:
-                from qiskit_ibm_runtime import QiskitRuntimeService
-
-                try:
-                    self._service = QiskitRuntimeService()
-                    self._device = self._service.backend(self.device_name)
-                except Exception as exc:  # offline construction fails with an opaque AttributeError
-                    cause = f"{type(exc).__name__}: {redact(str(exc))}"
-                    raise BackendUnavailable(
-                        f"{self.name}: IBM Quantum is not reachable ({cause}); "
-                        "set QISKIT_IBM_TOKEN / QISKIT_IBM_INSTANCE or save an account"
-                    ) from None
+                self._device = self._connect()
         return self._device
+
+    def _connect(self) -> Any:
+        from qiskit.providers.exceptions import QiskitBackendNotFoundError
+
+        try:
+            self._service = runtime_service()
+            return self._service.backend(self.device_name)
+        except QiskitBackendNotFoundError:
+            raise BackendUnavailable(
+                f"{self.name}: backend {self.device_name!r} is not offered by this IBM Quantum instance "
+                "(retired, renamed or not in your plan)"
+            ) from None
+        except Exception as exc:  # offline construction fails with an opaque AttributeError
+            if is_retryable(exc):
+                raise provider_error(self.name, "connecting to IBM Quantum", exc) from None
+            cause = f"{type(exc).__name__}: {redact(str(exc))}"
+            raise BackendUnavailable(
+                f"{self.name}: IBM Quantum is not reachable ({cause}); {CREDENTIALS_HINT}"
+            ) from None
 
     def availability(self) -> Availability:
         try:
             device = self.device()
-        except BackendUnavailable as exc:
+            if self.local:
+                return Availability(True, "local testing mode")
+            status = self._call("reading the backend status", device.status)
+        except (BackendUnavailable, ProviderError) as exc:
             return Availability(False, str(exc))
-        if not self.local:
-            status = device.status()
-            if not status.operational:
-                return Availability(False, f"{self.name}: backend not operational ({status.status_msg})")
-            return Availability(True, f"operational, {status.pending_jobs} pending jobs")
-        return Availability(True, "local testing mode")
+        if not status.operational:
+            return Availability(False, f"{self.name}: backend not operational ({status.status_msg})")
+        return Availability(True, f"operational ({status.status_msg}), {status.pending_jobs} pending jobs")
 
     def cost_usd(self, tasks: int, shots: int) -> tuple[float | None, str]:
         if self.local:
@@ -126,13 +241,37 @@ class IBMRuntimeBackend(QiskitBackend):
         """A non-failed job already submitted with ``tag`` (de-duplication), or None."""
         if self.local:
             return self._by_tag.get(tag)
-        jobs = self._service.jobs(job_tags=[tag], limit=1, backend_name=self.device_name)
-        if jobs and str(getattr(jobs[0].status(), "name", jobs[0].status())) not in ("ERROR", "CANCELLED"):
-            return jobs[0]
+        jobs = self._call(
+            "listing jobs by tag", lambda: self._service.jobs(job_tags=[tag], limit=10, backend_name=self.device_name)
+        )
+        for job in jobs:
+            if normalise_state(self._call("reading a job status", job.status)) not in ("failed", "cancelled"):
+                return job
         return None
 
+    def _mode_class(self) -> Any:
+        from qiskit_ibm_runtime import Batch, Session
+
+        return Session if self.options.execution_mode == "session" else Batch
+
+    def _mode(self, session_id: str | None, target: Any) -> Any:
+        """The Session/Batch to submit in: ``session_id``'s (joined), or a new one."""
+        if session_id is None:
+            mode = self._call(
+                f"opening a {self.options.execution_mode}",
+                lambda: self._mode_class()(backend=target, max_time=self.options.max_time),
+            )
+            if mode.session_id is not None:
+                self._modes[mode.session_id] = mode
+            return mode
+        if session_id not in self._modes:
+            self._modes[session_id] = self._call(
+                f"joining {self.options.execution_mode} {session_id}",
+                lambda: self._mode_class().from_id(session_id, self._service),
+            )
+        return self._modes[session_id]
+
     def _run(self, pubs: list[Pub], request: LayerRequest) -> Any:
-        from qiskit_ibm_runtime import Batch
         from qiskit_ibm_runtime.executor_sampler import Sampler
 
         device = self.device()
@@ -144,27 +283,76 @@ class IBMRuntimeBackend(QiskitBackend):
         if self.local:  # local testing mode simulates the ISA circuits on the qubits they use
             pubs, used = compact_pubs(pubs)
             target = local_simulator(self.device_name, used if self.options.noise else None)
-        with Batch(backend=target, max_time=self.options.max_time) as batch:
-            sampler = Sampler(mode=batch)
-            sampler.options.environment.job_tags = [*([tag] if tag else []), *self.options.job_tags]
-            if self.local and request.seed is not None:
-                sampler.options.simulator.seed_simulator = request.seed
-            job = sampler.run(pubs, shots=request.shots)
+        mode = self._mode(None if self.local else request.session_id, target)
+        sampler = Sampler(mode=mode)
+        sampler.options.environment.job_tags = [*([tag] if tag else []), *self.options.job_tags]
+        if self.local and request.seed is not None:
+            sampler.options.simulator.seed_simulator = request.seed
+        job = self._call("submitting the job", lambda: sampler.run(pubs, shots=request.shots))
         if self.local and tag is not None:
             self._by_tag[tag] = job
         return job
+
+    def _submit(self, request: LayerRequest) -> SubmittedJob:
+        submitted = super()._submit(request)
+        if not self.local:  # the session the job runs in (an existing job found by tag keeps its own)
+            provider_job = self._jobs[submitted.local_key]
+            submitted.session_id = self._call("reading the job's session", lambda: provider_job.session_id)
+        return submitted
 
     def _job(self, job: SubmittedJob) -> Any:
         """The provider job: from this process, or (real IBM) retrieved by id after a restart."""
         if job.local_key in self._jobs or self.local:
             return super()._job(job)
         self.device()
-        self._jobs[job.local_key] = self._service.job(job.job_ids[0])
+        self._jobs[job.local_key] = self._call("retrieving the job", lambda: self._service.job(job.job_ids[0]))
         return self._jobs[job.local_key]
+
+    def poll(self, job: SubmittedJob) -> JobState:
+        provider_job = self._job(job)
+        return normalise_state(self._call("reading the job status", provider_job.status))
 
     def fetch(self, job: SubmittedJob) -> LayerResult:
         provider_job = self._job(job)
-        result = super().fetch(job)
+        result = self._call("fetching the job result", lambda: QiskitBackend.fetch(self, job))
         if not self.local:
-            result.usage = {"metrics": provider_job.metrics(), "usage": provider_job.usage()}
+            metrics = self._call("reading the job metrics", provider_job.metrics)
+            usage = metrics.get("usage") or {}
+            result.usage = metrics
+            if usage.get("status", "pending") != "pending" and usage.get("qpu_charge_time_seconds") is not None:
+                result.qpu_seconds = float(usage["qpu_charge_time_seconds"])
         return result
+
+    def cancel(self, job: SubmittedJob) -> None:
+        """Cancel the provider job; harmless when it already ended (the API answers 409)."""
+        if self.local:
+            return
+        from qiskit_ibm_runtime.exceptions import RuntimeInvalidStateError
+
+        provider_job = self._job(job)
+        try:
+            provider_job.cancel()
+        except RuntimeInvalidStateError:
+            return  # already final
+        except Exception as exc:
+            raise provider_error(self.name, "cancelling the job", exc) from None
+
+    def queue_info(self, job: SubmittedJob) -> QueueInfo | None:
+        """Queue position and estimated start from the job's metrics; None when IBM reports neither."""
+        if self.local:
+            return None
+        metrics = self._call("reading the job metrics", self._job(job).metrics)
+        position, start = metrics.get("position_in_queue"), metrics.get("estimated_start_time")
+        if position is None and start is None:
+            return None
+        where = f"position {position}" if position is not None else "position unknown"
+        return QueueInfo(None if position is None else int(position), start, f"{where} in the {self.device_name} queue")
+
+    def close_session(self, session_id: str) -> None:
+        """Close the IBM Session/Batch: it accepts no more jobs; queued ones still run."""
+        if self.local:
+            return
+        self.device()
+        mode = self._mode(session_id, self._device)
+        self._call(f"closing {self.options.execution_mode} {session_id}", mode.close)
+        self._modes.pop(session_id, None)

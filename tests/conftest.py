@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "tests.twins.braket_plugin",
+    "tests.twins.ibm_plugin",
 ]
