@@ -4,7 +4,8 @@ The spikes of layer l, returned by the backend, give layer l+1's currents classi
 (``W s + b``, plus the direct input synapses of the last layer when the network has them). One
 submission (one provider job on Qiskit backends) per layer per batch. The readout needs per-step spike
 probabilities only to break ties: they are computed exactly, classically, *conditioned on the observed
-output spikes* (``sqsnn.neuron.next_state``), so they are the probabilities the hardware run had.
+output spikes* (``sqsnn.training.observed.follow_observed``), so they are the probabilities the hardware run
+had; an outcome the ideal model forbids (a device error) leaves them finite (see that module).
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ from backends.estimate import NetworkEstimate, enforce_budget, estimate_network
 from backends.options import RunPolicy
 from backends.registry import Resolved, fall_back, resolve
 from sqsnn.network import NetworkOutput, SQSLayer, SQSNetwork
-from sqsnn.neuron import MemoryMode, SQSParams, initial_state, next_state, spike_probability
+from sqsnn.neuron import MemoryMode, SQSParams
+from sqsnn.training.observed import follow_observed
 
 
 @dataclass
 class NetworkRun:
     """Result of :func:`run_network`: every layer's spikes ``(T, B, n)`` and conditional probabilities,
-    predictions ``(B,)``, per-layer execution records, the estimate that was checked, and the fallback."""
+    predictions ``(B,)``, per-layer execution records, the estimate that was checked, the fallback, and how
+    many observed spikes the ideal model gave probability below 1e-12 (device errors)."""
 
     spikes: list[Tensor]
     probs: list[Tensor]
@@ -40,17 +43,12 @@ class NetworkRun:
     backend: str
     fallback: FallbackRecord | None
     wall_s: float
+    impossible_spikes: int = 0
 
 
 def conditional_probabilities(z: Tensor, params: SQSParams, mode: MemoryMode, spikes: Tensor) -> Tensor:
     """``p(s_t = 1 | observed s_<t)`` ``(T, B, n)`` for currents ``z`` and observed ``spikes`` (T, B, n)."""
-    steps, batch, n = z.shape
-    state = initial_state(batch, n, dtype=z.dtype, device=z.device)
-    out = []
-    for t in range(steps):
-        out.append(spike_probability(z[t], state, params, mode))
-        state = next_state(z[t], state, params, mode, spikes[t])
-    return torch.stack(out)
+    return follow_observed(z, params, mode, spikes).probs
 
 
 def run_network(
@@ -77,6 +75,7 @@ def run_network(
     spikes: list[Tensor] = []
     probs: list[Tensor] = []
     records: list[LayerResult] = []
+    impossible = 0
     h = x.to(torch.float64)
     with torch.no_grad():
         for index, layer in enumerate(net.layers):
@@ -92,7 +91,9 @@ def run_network(
             records.append(result)
             h = torch.as_tensor(result.single_shot, dtype=torch.float64)
             spikes.append(h)
-            probs.append(conditional_probabilities(z, layer.params(), mode, h))
+            path = follow_observed(z, layer.params(), mode, h)
+            probs.append(path.probs)
+            impossible += path.impossible
     predictions = net.predict(NetworkOutput(spikes, probs))
     return NetworkRun(
         spikes=spikes,
@@ -103,6 +104,7 @@ def run_network(
         backend=resolved.backend.name,
         fallback=resolved.fallback,
         wall_s=time.perf_counter() - start,
+        impossible_spikes=impossible,
     )
 
 

@@ -30,18 +30,26 @@ from torch import Tensor
 
 from backends.common import BaseBackend, derive_seed
 from backends.compiler import memory_angle
+from backends.meter import SpendMeter
 from sqsnn.neuron import MemoryMode, SQSParams, SQSState
 
 
 class BackendProbability:
-    """``ProbabilityFn`` whose values are fractions of ``shots`` single-shot runs on ``backend``."""
+    """``ProbabilityFn`` whose values are fractions of ``shots`` single-shot runs on ``backend``.
 
-    def __init__(self, backend: BaseBackend, shots: int, seed: int | None = None) -> None:
+    With a ``meter``, every call is priced (:meth:`~backends.common.BaseBackend.estimate`) and charged before
+    it is submitted; a call the budget cannot pay raises ``BudgetExceeded`` and submits nothing.
+    """
+
+    def __init__(
+        self, backend: BaseBackend, shots: int, seed: int | None = None, meter: SpendMeter | None = None
+    ) -> None:
         if shots < 1:
             raise ValueError(f"shots must be >= 1, got {shots}")
         self.backend = backend
         self.shots = shots
         self.seed = seed
+        self.meter = meter
         self.submissions = 0  # one per call
 
     def __call__(self, z: Tensor, state: SQSState, params: SQSParams, mode: MemoryMode) -> Tensor:
@@ -68,6 +76,9 @@ class BackendProbability:
             th_in = th_in + mem
         angles = np.stack([ent, mem, th_in]).reshape(3, rows, n)
         circuit_mode: Any = "memoryless" if mode == "memoryless" else "quantum"
+        if self.meter is not None:
+            what = f"probabilities of {n} neurons in {rows} prepared-memory rows, {self.shots} shots each"
+            self.meter.charge(self.backend.estimate(n, 1, rows, self.shots), what)
         seed = derive_seed(self.seed, self.submissions)
         result = self.backend.run_layer(
             zz.reshape(1, rows, n),

@@ -157,3 +157,21 @@ def test_estimate_command_prints_and_enforces_the_budget() -> None:
     assert over.exit_code == 1 and "max_cost_usd=10" in over.output
     bad = runner.invoke(app, ["estimate", "--backend", "qpu"])
     assert bad.exit_code == 2 and "unknown backend" in bad.output
+
+
+def test_noisy_readout_of_forbidden_spikes_keeps_probabilities_and_predictions_finite() -> None:
+    """Output neurons that cannot spike (z <= 0, all angles 0) read out on a noisy device: the device reports
+    spikes the model forbids; they are counted and the tie-breaking probabilities stay finite."""
+    net = tiny_net()
+    with torch.no_grad():
+        out = net.layers[-1]
+        out.weight.fill_(-1.0)  # type: ignore[operator]
+        for angle in out.params():  # type: ignore[operator]
+            angle.zero_()
+    x = (torch.rand(3, 200, 6, generator=torch.Generator().manual_seed(0)) < 0.5).double()
+    run = run_network(net, x, "aer-noisy:fake_kingston", seed=1)
+    assert run.impossible_spikes > 0
+    assert run.impossible_spikes == int(run.spikes[-1].sum())  # every output spike is forbidden
+    assert all(torch.isfinite(p).all() for p in run.probs)
+    counts = run.spikes[-1].sum(0)
+    assert torch.equal(counts.gather(1, run.predictions[:, None])[:, 0], counts.max(1).values)

@@ -23,6 +23,14 @@ and the learning signal uses those probabilities; that holds for every estimator
 
 Nothing crosses a layer: the only quantities shared between layers are the forward spikes and the scalar
 learning signal. Everything is vectorised over samples, neurons and time.
+
+Hardware in the loop (``spikes`` and ``probability`` given, e.g. by ``backends.training``): step 1's spikes
+come single-shot from the :class:`~sqsnn.training.observed.SpikeSource`, one call per layer and batch; the
+next layer's currents are computed classically from the observed spikes, and the recorded memory states and
+probabilities are the ideal model's along the observed history (:func:`sqsnn.training.observed.follow_observed`,
+which also counts outcomes the model forbids). The updates are then exactly those above, with every
+probability the estimators need coming from ``probability``. Approximation: the recorded memory state is the
+ideal one given the observed spikes, not the device's own (noisy) memory qubit.
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ from sqsnn.training.estimators import (
     spsa_weight_gradient,
 )
 from sqsnn.training.loop import LoopSettings, run_epochs
+from sqsnn.training.observed import ReadoutTally, SpikeSource, follow_observed
 from sqsnn.training.results import Checkpoint, EpochMetrics, TrainResult
 
 Estimator = Literal["exact", "shift", "chain", "official"]
@@ -178,8 +187,19 @@ def full_weight(layer: SQSLayer) -> Tensor:
 
 
 @torch.no_grad()
-def record_forward(net: SQSNetwork, x: Tensor, generator: torch.Generator) -> list[LayerTrace]:
-    """Single-shot forward run of ``net`` on input spikes ``x (T, B, D)``, recording every layer."""
+def record_forward(
+    net: SQSNetwork,
+    x: Tensor,
+    generator: torch.Generator,
+    spikes: SpikeSource | None = None,
+    readout: ReadoutTally | None = None,
+) -> list[LayerTrace]:
+    """Single-shot forward run of ``net`` on input spikes ``x (T, B, D)``, recording every layer.
+
+    Without ``spikes`` the exact engine samples every step from ``generator``. With ``spikes``, each layer's
+    spikes come from that source (one call per layer) and states and probabilities follow the observed
+    spikes (:func:`~sqsnn.training.observed.follow_observed`); impossible outcomes are added to ``readout``.
+    """
     mode = net.config.mode
     traces: list[LayerTrace] = []
     below = x
@@ -187,15 +207,24 @@ def record_forward(net: SQSNetwork, x: Tensor, generator: torch.Generator) -> li
         assert isinstance(layer, SQSLayer)
         u, groups = presynaptic(layer, below, x)
         z = layer.currents(below, x if layer.direct_weight is not None else None)
+        if spikes is not None:
+            params = SQSParams(*(a.detach() for a in layer.params()))
+            observed = spikes(z, params, mode).to(z.dtype)
+            path = follow_observed(z, params, mode, observed)
+            if readout is not None:
+                readout.add(path.impossible, observed.numel())
+            traces.append(LayerTrace(u, groups, path.state, observed, path.probs))
+            below = observed
+            continue
         state = initial_state(x.shape[1], z.shape[-1], dtype=z.dtype, device=z.device)
-        states, spikes, probs = [], [], []
+        states, sampled, probs = [], [], []
         for z_t in z:
             states.append(state)
             s, p, state = sqs_step(z_t, state, layer.params(), mode, generator)
-            spikes.append(s)
+            sampled.append(s)
             probs.append(p)
         stacked = SQSState(*(torch.stack(field) for field in zip(*states, strict=True)))
-        traces.append(LayerTrace(u, groups, stacked, torch.stack(spikes), torch.stack(probs)))
+        traces.append(LayerTrace(u, groups, stacked, torch.stack(sampled), torch.stack(probs)))
         below = traces[-1].spikes
     return traces
 
@@ -244,7 +273,9 @@ class LocalRule:
     """Applies the local rule to an :class:`~sqsnn.network.SQSNetwork` (see module docstring).
 
     ``probability`` replaces the default probability evaluator of the ``shift``, ``chain`` and ``official``
-    estimators (e.g. a backend running the shifted/perturbed circuits with S shots).
+    estimators (e.g. a backend running the shifted/perturbed circuits with S shots); ``spikes`` replaces the
+    exact engine in the forward pass (see the module docstring). ``readout`` counts the observed outcomes
+    and those the ideal model forbids.
     """
 
     def __init__(
@@ -254,10 +285,14 @@ class LocalRule:
         generator: torch.Generator,
         *,
         probability: ProbabilityFn | None = None,
+        spikes: SpikeSource | None = None,
+        readout: ReadoutTally | None = None,
     ) -> None:
         self.net = net
         self.config = config
         self.generator = generator
+        self.spikes = spikes
+        self.readout = readout if readout is not None else ReadoutTally()
         if probability is not None:
             self.probability: ProbabilityFn = probability
         elif config.shots > 0:
@@ -298,7 +333,7 @@ class LocalRule:
         m = cfg.samples
         x = x.repeat(1, m, 1)
         y = y.repeat(m)
-        traces = record_forward(self.net, x, self.generator)
+        traces = record_forward(self.net, x, self.generator, self.spikes, self.readout)
         out = traces[-1]
         n_runs = x.shape[1]
         targets = torch.nn.functional.one_hot(y, out.spikes.shape[-1]).to(out.probs.dtype)
@@ -393,16 +428,20 @@ def train_local(
     on_batch: Callable[[int, int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     probability: ProbabilityFn | None = None,
+    spikes: SpikeSource | None = None,
+    readout: ReadoutTally | None = None,
 ) -> TrainResult:
     """Train ``net`` on ``data`` with the local rule; same callbacks and results as ``bptt.train``.
 
     ``train_loss`` is the output negative log-likelihood per step; ``train_accuracy`` counts the forward
     runs of all M repeats. ``Checkpoint.optimizer_state`` holds :meth:`LocalRule.state_dict`.
+    ``probability``, ``spikes`` and ``readout`` are :class:`LocalRule`'s (hardware in the loop). The test
+    accuracy after each epoch is the exact engine's on the trained parameters.
     """
     gen = torch.Generator().manual_seed(config.seed)
     if resume is None and config.init == "reference":
         reference_initialise(net, gen)
-    rule = LocalRule(net, config, gen, probability=probability)
+    rule = LocalRule(net, config, gen, probability=probability, spikes=spikes, readout=readout)
     settings = LoopSettings.of(config, runs_per_sample=config.samples)
     return run_epochs(
         net,
