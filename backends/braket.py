@@ -86,8 +86,8 @@ class ProgramSetLimits:
         return per_task
 
 
-# Braket's documented program-set limits on gate-based QPUs; used only by estimates of a device whose
-# properties cannot be read (no credentials yet), and said so in the price note.
+# Assumed by estimates of a device whose properties cannot be read (no credentials yet), and said so in the
+# price note: Braket announced program sets of up to 100 executables; 200,000 shots is the local simulator's.
 DOCUMENTED_PROGRAM_SET_LIMITS = ProgramSetLimits(max_executables=100, max_total_shots=200_000)
 
 
