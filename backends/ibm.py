@@ -135,7 +135,9 @@ def provider_error(backend: str, doing: str, exc: BaseException) -> ProviderErro
     """``exc`` (raised by the client while ``doing``) as a redacted, classified :class:`ProviderError`."""
     retryable = is_retryable(exc)
     status = http_status(exc)
-    hint = f"; credentials rejected: {CREDENTIALS_HINT}" if status in (401, 403) else ""
+    hint = {401: f"; credentials rejected: {CREDENTIALS_HINT}", 403: "; not permitted for this instance or plan"}.get(
+        status or 0, ""
+    )
     kind = "transient, retry later" if retryable else "final"
     return ProviderError(
         f"{backend}: {doing} failed ({kind}{hint}): {type(exc).__name__}: {redact(str(exc))}", retryable=retryable
@@ -274,6 +276,7 @@ class IBMRuntimeBackend(QiskitBackend):
     def _run(self, pubs: list[Pub], request: LayerRequest) -> Any:
         from qiskit_ibm_runtime.executor_sampler import Sampler
 
+        guard_client_logs()  # the loggers of modules imported just now
         device = self.device()
         key = request.idempotency_key
         tag = batch_tag(pubs, f"{self.name}/{key}") if key else None

@@ -242,3 +242,24 @@ def test_planted_secrets_never_reach_messages_logs_or_results(
 def test_redact_removes_instance_crns() -> None:
     crn = "crn:v1:bluemix:public:quantum-computing:us-east:a/abc123:inst-9::"
     assert "abc123" not in redact(f"no access to the instance {crn}.")
+
+
+def test_noisy_twin_runs_with_the_snapshot_noise_model(ibm_twin_factory: Callable[..., IBMTwin]) -> None:
+    ibm_twin_factory(noisy=True)
+    # ideally silent neurons: every spike is a gate/readout error of the I/O qubits (a few percent at most)
+    res = backend().run_layer(np.zeros((2, 300, 2)), np.zeros((3, 2)))
+    assert 0 < res.spikes.mean() < 0.1
+
+
+def test_expired_tokens_are_renewed_and_usage_limit_is_final(ibm_twin_factory: Callable[..., IBMTwin]) -> None:
+    twin = ibm_twin_factory(token_lifetime_s=2, usage_limit_s=1.0)
+    z, ang = small_layer()
+    be = backend()
+    job = be.submit(z, ang)
+    assert be.fetch(job).qpu_seconds == pytest.approx(qpu_seconds(2, 1))
+    time.sleep(2.2)  # the access token has expired: the client fetches a new one from IAM
+    tokens_before = twin.requests[("POST", "/identity/token")]
+    with pytest.raises(ProviderError, match="409") as exc:  # the instance's usage limit is reached
+        be.submit(z, ang, session_id=job.session_id)
+    assert not exc.value.retryable and len(twin.jobs) == 1
+    assert twin.requests[("POST", "/identity/token")] > tokens_before

@@ -260,7 +260,9 @@ class IBMTwin:
     def start(self) -> IBMTwin:
         config = uvicorn.Config(self.app, host="127.0.0.1", port=0, http="h11", log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
-        logging.getLogger("uvicorn.error").addFilter(_IgnoreDrops())
+        uvicorn_errors = logging.getLogger("uvicorn.error")
+        if not any(isinstance(f, _IgnoreDrops) for f in uvicorn_errors.filters):
+            uvicorn_errors.addFilter(_IgnoreDrops())
         self._thread = threading.Thread(target=self._server.run, name="ibm-twin-http", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 20
@@ -439,7 +441,6 @@ class IBMTwin:
             "tags": job.tags,
             "session_id": job.session_id,
             "private": False,
-            "estimated_running_time_seconds": qpu_seconds(1, 1),
         }
         if with_params:
             doc["params"] = job.params
