@@ -247,3 +247,39 @@ def test_no_secret_or_account_id_in_errors_logs_or_results(
     for text in texts:
         assert_clean(text)
     assert "arn:aws:braket:us-east-1:***:quantum-task/" in result.job_ids[0]
+
+
+def test_network_by_name_submits_as_many_tasks_as_estimated(braket_twin: BraketTwin) -> None:
+    import torch
+
+    from backends.execute import run_network
+    from sqsnn.network import NetworkConfig, SQSNetwork
+
+    braket_twin.devices[QPU_ARN].capabilities = qpu_capabilities(max_executables=4)
+    net = SQSNetwork(NetworkConfig(sizes=[6, 4, 3], mode="quantum", seed=3))
+    x = torch.from_numpy(np.random.default_rng(5).integers(0, 2, size=(2, 3, 6))).double()
+    options = {"s3_bucket": BUCKET, "poll_interval_s": 0.05}
+    run = run_network(net, x, f"braket:{QPU_ARN}", options=options, seed=1)
+    # each layer: 2 chunks x 3 samples = 6 executables -> 2 program sets of <= 4
+    assert [e.pubs for e in run.estimate.layers] == [2, 2] == [layer.jobs for layer in run.layers]
+    assert braket_twin.create_calls == run.estimate.pubs == 4
+    assert run.backend == f"braket:{QPU_ARN}" and run.fallback is None
+    assert [tuple(s.shape) for s in run.spikes] == [(2, 3, 4), (2, 3, 3)] and run.predictions.shape == (3,)
+
+
+def test_device_search_sees_the_twin_devices_and_their_status(braket_twin: BraketTwin) -> None:
+    from braket.aws import AwsDevice
+
+    assert {d.arn for d in AwsDevice.get_devices(statuses=["ONLINE"])} == {SIM_ARN, QPU_ARN}
+    braket_twin.set_status(QPU_ARN, "OFFLINE")
+    assert {d.arn for d in AwsDevice.get_devices(statuses=["ONLINE"])} == {SIM_ARN}
+    assert [d.name for d in AwsDevice.get_devices(types=["QPU"], statuses=["OFFLINE"])] == ["gate-qpu"]
+
+
+def test_module_twin_reset_drops_an_earlier_tests_scripting(braket_twin_module: BraketTwin) -> None:
+    braket_twin_module.set_status(QPU_ARN, "RETIRED")
+    braket_twin_module.faults.append(Fault("CreateQuantumTask", "server_error", times=9))
+    braket_twin_module.plan(TaskPlan("failed"))
+    braket_twin_module.reset()
+    z, ang = known_spikes(B=2, n=2)
+    np.testing.assert_array_equal(braket(QPU_ARN).run_layer(z, ang).single_shot, z)

@@ -296,6 +296,19 @@ class BraketTwin:
     def set_status(self, arn: str, status: Literal["ONLINE", "OFFLINE", "RETIRED"]) -> None:
         self.devices[arn].status = status
 
+    def reset(self) -> None:
+        """Undo the scripting of an earlier test (faults, plans, hold, queue delay, device status and
+        capabilities); tasks and ``create_calls`` stay, so a shared twin keeps counting."""
+        with self._lock:
+            self.faults.clear()
+            self.plans.clear()
+            self.queue_delay_s = 0.0
+            self.hold = False
+            self.devices[SIM_ARN].status = self.devices[QPU_ARN].status = "ONLINE"
+            self.devices[SIM_ARN].capabilities = simulator_capabilities()
+            self.devices[QPU_ARN].capabilities = qpu_capabilities()
+            self._wake.notify_all()
+
     def plan(self, *plans: TaskPlan) -> None:
         """Fates of the next created tasks, in order (tasks beyond them complete normally)."""
         self.plans.extend(plans)

@@ -5,6 +5,7 @@
 * ``braket_twin`` (function scope, so faults are per test): a started :class:`BraketTwin` and this process's
   environment pointed at it (``BraketTwin.env()``: endpoint URLs, the twin's credentials, region, retries);
   stopped at teardown. Worker subprocesses get the same environment from ``braket_twin.env()``.
+* ``braket_twin_module`` (module scope): the same for a whole module; ``reset()`` it between tests.
 """
 
 from __future__ import annotations
@@ -39,13 +40,28 @@ def braket_s3() -> Iterator[str]:
     server.stop()
 
 
-@pytest.fixture
-def braket_twin(braket_s3: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[BraketTwin]:
-    twin = BraketTwin(braket_s3).start()
+def _point_at(twin: BraketTwin, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in twin.env().items():
         monkeypatch.setenv(key, value)
     for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "BRAKET_ENDPOINT", "AWS_CONFIG_FILE"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+
+
+@pytest.fixture
+def braket_twin(braket_s3: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[BraketTwin]:
+    twin = BraketTwin(braket_s3).start()
+    _point_at(twin, monkeypatch)
     yield twin
+    twin.stop()
+
+
+@pytest.fixture(scope="module")
+def braket_twin_module(braket_s3: str) -> Iterator[BraketTwin]:
+    """One twin for a module (e.g. for worker processes started once with ``env()``); call ``reset()``
+    between tests to drop the previous test's faults and plans."""
+    twin = BraketTwin(braket_s3).start()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _point_at(twin, monkeypatch)
+        yield twin
     twin.stop()
