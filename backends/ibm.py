@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -55,6 +55,11 @@ from backends.redact import redact
 API_URL_ENV = "SQSNN_IBM_API_URL"
 CLIENT_LOGGERS = ("qiskit_ibm_runtime", "ibm-cloud-sdk-core", "ibm_platform_services")
 CREDENTIALS_HINT = "set QISKIT_IBM_TOKEN / QISKIT_IBM_INSTANCE or save an account"
+STATUS_HINTS = {
+    401: f"; credentials rejected: {CREDENTIALS_HINT}",
+    403: "; not permitted for this instance or plan",
+    409: "; refused in the current state (usage limit reached, job already final, session closed)",
+}
 T = TypeVar("T")
 
 
@@ -105,40 +110,46 @@ def runtime_service() -> Any:
     return QiskitRuntimeService(url_resolver=lambda _url, _instance, _private, _channel: url)
 
 
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or while handling."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
 def http_status(exc: BaseException) -> int | None:
-    """HTTP status of the client request behind ``exc`` (-1: no response), found through its chain."""
+    """HTTP status of the request behind ``exc`` (Runtime API, or IAM / Global Search; -1: no response)."""
+    from ibm_cloud_sdk_core import ApiException
     from qiskit_ibm_runtime.api.exceptions import RequestsApiError
     from qiskit_ibm_runtime.exceptions import IBMNotAuthorizedError
 
-    seen: BaseException | None = exc
-    while seen is not None:
+    for seen in _chain(exc):
         if isinstance(seen, IBMNotAuthorizedError):
             return 401
         if isinstance(seen, RequestsApiError):
             return seen.status_code
-        seen = seen.__cause__ or seen.__context__
+        if isinstance(seen, ApiException):
+            return int(seen.status_code)
     return None
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Transient: throttled (429), server errors (5xx), or no response at all (dropped connection,
-    retries exhausted, which the client reports without a status)."""
+    """Transient: throttled (429), server errors (5xx), or no response at all (dropped connection, timeout,
+    retries exhausted, which the Runtime client reports with status -1)."""
     import requests
 
     status = http_status(exc)
-    if status is None:
-        return isinstance(exc, requests.RequestException | ConnectionError | TimeoutError)
-    return status == -1 or status == 429 or status >= 500
+    if status is not None:
+        return status == -1 or status == 429 or status >= 500
+    return any(isinstance(seen, requests.RequestException | ConnectionError | TimeoutError) for seen in _chain(exc))
 
 
 def provider_error(backend: str, doing: str, exc: BaseException) -> ProviderError:
     """``exc`` (raised by the client while ``doing``) as a redacted, classified :class:`ProviderError`."""
     retryable = is_retryable(exc)
-    status = http_status(exc)
-    hint = {401: f"; credentials rejected: {CREDENTIALS_HINT}", 403: "; not permitted for this instance or plan"}.get(
-        status or 0, ""
-    )
     kind = "transient, retry later" if retryable else "final"
+    hint = STATUS_HINTS.get(http_status(exc) or 0, "")
     return ProviderError(
         f"{backend}: {doing} failed ({kind}{hint}): {type(exc).__name__}: {redact(str(exc))}", retryable=retryable
     )

@@ -187,6 +187,19 @@ def test_rejected_and_revoked_credentials_are_final(ibm_twin: IBMTwin, monkeypat
     assert not exc.value.retryable
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [Fault("POST", "/identity/token", status=503), Fault("POST", "/global-search/v3/resources/search", status=None)],
+    ids=["iam-503", "global-search-dropped"],
+)
+def test_unreachable_identity_services_at_start_are_retryable(ibm_twin: IBMTwin, fault: Fault) -> None:
+    ibm_twin.faults.add(fault)
+    with pytest.raises(ProviderError, match="transient") as exc:
+        backend().device()
+    assert exc.value.retryable and fault.hits == 1
+    assert backend().availability().available
+
+
 def test_backend_in_maintenance_or_retired_is_unavailable(ibm_twin: IBMTwin) -> None:
     be = backend()
     z, ang = small_layer()

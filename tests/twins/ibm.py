@@ -223,8 +223,10 @@ def _fake_files(fake: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 class IBMTwin:
-    """The twin server. ``backends`` maps served names to fake snapshot names; ``noisy`` runs with the
-    snapshot's noise model; ``api_key`` / ``crn`` are the one valid credential and instance."""
+    """The twin server. ``backends`` maps served names to fake snapshot names (default: 27-qubit
+    ``ibm_twin_algiers`` and 156-qubit ``ibm_twin_kingston``); ``noisy`` runs with the snapshot's noise model;
+    ``api_key`` / ``crn`` are the one valid credential and instance; ``token_lifetime_s`` the lifetime of
+    IAM access tokens; ``usage_limit_s`` the instance's QPU allowance (None: unlimited)."""
 
     def __init__(
         self,
@@ -237,7 +239,7 @@ class IBMTwin:
         token_lifetime_s: int = 3600,
         usage_limit_s: float | None = None,
     ) -> None:
-        self.backends = dict(backends or {"ibm_twin_algiers": "fake_algiers"})
+        self.backends = dict(backends or {"ibm_twin_algiers": "fake_algiers", "ibm_twin_kingston": "fake_kingston"})
         self.noisy = noisy
         self.api_key, self.crn, self.seed = api_key, crn, seed
         self.token_lifetime_s = token_lifetime_s

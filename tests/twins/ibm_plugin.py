@@ -35,5 +35,5 @@ def ibm_twin_factory(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., 
 
 @pytest.fixture
 def ibm_twin(ibm_twin_factory: Callable[..., IBMTwin]) -> IBMTwin:
-    """A default twin (ideal ``ibm_twin_algiers``), with the environment pointing at it."""
+    """A default twin (ideal ``ibm_twin_algiers`` and ``ibm_twin_kingston``), the environment pointing at it."""
     return ibm_twin_factory()
