@@ -11,7 +11,7 @@ from test_backends_reference import chi_square_pvalue, train_index
 from backends.aer import AerBackend, fake_backend, isa_transpile
 from backends.base import normalise_state
 from backends.compiler import compile_layer
-from backends.ibm import IBMRuntimeBackend
+from backends.ibm import IBMRuntimeBackend, provider_error
 from backends.options import AerOptions, IBMOptions
 from sqsnn.neuron import SQSParams, spike_train_distribution
 
@@ -100,3 +100,37 @@ def test_ibm_local_noisy_run_keeps_calibration_and_reports_done() -> None:
     # ideally silent neurons: the spike rate is the I/O qubits' error level (a few percent at most)
     assert 0 < res.spikes.mean() < 0.1
     assert be.capabilities().noisy and be.estimate(2, 2, 300).cost_usd == 0.0
+
+
+@pytest.mark.parametrize(
+    "status, retryable",
+    [(429, True), (500, True), (503, True), (-1, True), (400, False), (404, False), (409, False)],
+)
+def test_runtime_api_errors_are_classified_by_status(status: int, retryable: bool) -> None:
+    from qiskit_ibm_runtime.api.exceptions import RequestsApiError
+    from qiskit_ibm_runtime.exceptions import IBMRuntimeError
+
+    try:  # the client re-raises API errors "from None": the status is only on the context
+        try:
+            raise RequestsApiError("boom", status)
+        except RequestsApiError as inner:
+            raise IBMRuntimeError(f"Failed to run program: {inner}") from None
+    except IBMRuntimeError as exc:
+        error = provider_error("ibm:x", "submitting", exc)
+    assert error.retryable is retryable and "submitting failed" in str(error)
+
+
+def test_unauthorised_connection_and_unknown_errors_are_classified() -> None:
+    import requests
+    from qiskit_ibm_runtime.exceptions import IBMNotAuthorizedError
+
+    unauthorised = provider_error("ibm:x", "polling", IBMNotAuthorizedError("401 Client Error"))
+    assert not unauthorised.retryable and "QISKIT_IBM_TOKEN" in str(unauthorised)
+    assert provider_error("ibm:x", "polling", requests.ConnectionError("reset")).retryable
+    assert not provider_error("ibm:x", "decoding", ValueError("bad result")).retryable
+
+
+def test_ibm_options_name_the_execution_mode_field() -> None:
+    assert IBMOptions().execution_mode == "session"
+    with pytest.raises(ValueError, match="execution_mode"):
+        IBMOptions.model_validate({"execution_mode": "dedicated"})
