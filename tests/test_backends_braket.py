@@ -13,7 +13,8 @@ import torch
 from test_backends_reference import chi_square_pvalue, train_index
 
 from backends.base import BackendRefused
-from backends.braket import BraketBackend, in_execution_window, task_groups
+from backends.braket import BraketBackend, task_groups
+from backends.braket_device import in_execution_window
 from backends.compiler import compile_layer
 from backends.options import BraketOptions
 from backends.qasm import simulator_qasm
