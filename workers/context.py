@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from workers.db import make_sessionmaker, session_scope
@@ -125,17 +129,52 @@ class JobContext:
             ev = set_state(s, job, "running", substate=substate, **extra)
             commit_and_publish(s, self.settings.pubsub_url, [ev])
 
-    def finish(self, state: str, *, reason: str | None = None, **job_updates: Any) -> None:
-        """Move to a terminal state, releasing the lease."""
+    def finish(self, state: str, *, reason: str | None = None, **job_updates: Any) -> bool:
+        """Move to a terminal state, releasing the lease. Compare-and-set: only while this worker holds the
+        lease and the job is not final; returns False (changing nothing) otherwise."""
         with session_scope(self.sessions) as s:
-            job = s.get(Job, self.job_id)
+            job = s.get(Job, self.job_id, with_for_update=True)
             assert job is not None
+            if job.state in TERMINAL_STATES or job.lease_owner != self.token:
+                return False
             for k, v in job_updates.items():
                 setattr(job, k, v)
             if state == "succeeded":
                 job.progress = 1.0
             ev = set_state(s, job, state, reason=reason)
             commit_and_publish(s, self.settings.pubsub_url, [ev])
+            return True
+
+    @contextmanager
+    def heartbeat(self) -> Iterator[None]:
+        """Renew the lease every ``lease_s / 3`` from a background thread while the block runs (a long chunk
+        of simulation must not look dead); raises LeaseLost after the block when the lease was taken over."""
+        stop, lost = threading.Event(), threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.settings.lease_s / 3):
+                if not self.renew():
+                    lost.set()
+                    return
+
+        thread = threading.Thread(target=beat, name=f"lease-{self.job_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+        if lost.is_set():
+            raise LeaseLost(f"job {self.job_id} was taken over while a chunk ran")
+
+    def renew(self) -> bool:
+        """Extend the lease if this worker still holds it (one compare-and-set UPDATE); False otherwise."""
+        with session_scope(self.sessions) as s:
+            expires = utcnow() + timedelta(seconds=self.settings.lease_s)
+            stmt = update(Job).where(Job.id == self.job_id, Job.lease_owner == self.token)
+            changed = s.execute(stmt.values(lease_expires_at=expires)).rowcount
+            s.commit()
+            return bool(changed)
 
     def check(self, *, force: bool = False) -> None:
         """Raise JobCancelled / LeaseLost when due (polled at most every ``cancel_poll_s`` unless ``force``);

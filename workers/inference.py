@@ -2,7 +2,9 @@
 
 On ``exact`` the network runs in-process; on the other simulators (``aer``, ``ibm-local:``,
 ``braket-local:``) every layer runs as circuits through ``backends.execute.run_network`` and each layer's
-provider job is recorded as a hardware submission. Remote QPUs go through ``workers.hardware`` instead.
+provider job is recorded as a hardware submission. Samples run in chunks sized to the memory limit
+(:mod:`workers.bounds`); each finished chunk is stored (``JobChunk``), so a job resumed after a crash
+continues from its last finished chunk. Remote QPUs go through ``workers.hardware`` instead.
 """
 
 from __future__ import annotations
@@ -12,15 +14,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from sqlalchemy import select
 
 from workers.artifacts import verified
-from workers.context import JobContext
+from workers.context import JobContext, LeaseLost
 from workers.db import session_scope
-from workers.models import HardwareSubmission, Model
+from workers.events import add_event, commit_and_publish
+from workers.models import HardwareSubmission, Job, JobChunk, Model
 from workers.specs import DatasetSlice, EncoderSpec, InferJobSpec
 from workers.spikes import pack
-
-CHUNK = 256  # samples per forward pass and per streamed "spikes" event
 
 
 class InvalidJob(ValueError):
@@ -89,26 +91,25 @@ def run_policy(spec: InferJobSpec) -> Any:
     return RunPolicy(fallback=spec.fallback, budget=budget)
 
 
-def _record_layers(ctx: JobContext, run: Any, step0: int) -> None:
-    """Store each layer's provider job as a hardware submission; add shots to the job."""
-    with session_scope(ctx.sessions) as s:
-        for i, layer in enumerate(run.layers):
-            s.add(
-                HardwareSubmission(
-                    job_id=ctx.job_id,
-                    step=step0 + i,
-                    provider=layer.backend.split(":", 1)[0],
-                    backend=layer.backend,
-                    provider_job_id=layer.job_ids[0] if layer.job_ids else None,
-                    idempotency_token=f"{ctx.job_id}/{step0 + i}",
-                    tags=list(layer.job_ids),
-                    status="done",
-                    provider_state="done",
-                    shots=layer.shots,
-                    calibration=layer.calibration,
-                )
-            )
-        s.commit()
+def _layer_rows(job_id: str, run: Any, step0: int) -> list[HardwareSubmission]:
+    """One hardware submission row per layer of a finished ``run_network`` (provider job ids, shots)."""
+    return [
+        HardwareSubmission(
+            job_id=job_id,
+            step=step0 + i,
+            provider=layer.backend.split(":", 1)[0],
+            backend=layer.backend,
+            provider_job_id=layer.job_ids[0] if layer.job_ids else None,
+            idempotency_token=f"{job_id}/{step0 + i}",
+            tags=list(layer.job_ids),
+            status="done",
+            provider_state="done",
+            shots=layer.shots,
+            usage_seconds=layer.qpu_seconds,
+            calibration=layer.calibration,
+        )
+        for i, layer in enumerate(run.layers)
+    ]
 
 
 def result_payload(p: Prepared, preds: list[int], layers: list[list[str]]) -> dict[str, Any]:
@@ -130,47 +131,100 @@ def result_payload(p: Prepared, preds: list[int], layers: list[list[str]]) -> di
     return result
 
 
-def run_inference(ctx: JobContext) -> None:
-    """Predict chunk by chunk, streaming the output layer's spikes as each chunk comes back."""
+@dataclass
+class ChunkOutput:
+    """What one chunk produced: predictions, every layer's packed spikes, and how they were produced."""
+
+    predictions: list[int]
+    packed: list[list[str]]
+    shots: int
+    backend: str
+    fallback: dict[str, Any] | None
+    rows: list[HardwareSubmission]
+
+
+def _run_chunk(ctx: JobContext, p: Prepared, index: int, start: int, stop: int) -> ChunkOutput:
+    """Encode and run samples ``start:stop`` with generators derived from (seed, chunk index), so a
+    resumed job computes every chunk exactly as an uninterrupted one."""
+    from backends.common import derive_seed
     from sqsnn.encoders import encode
 
-    p = prepare(ctx)
     spec, net = p.spec, p.net
-    gen = torch.Generator().manual_seed(spec.seed)
-    preds: list[int] = []
-    layers: list[list[str]] = [[] for _ in net.config.sizes[1:]]
-    used, fallback, shots = spec.backend, None, 0
-    ctx.substate("executing", backend=spec.backend, samples=int(p.x.shape[0]))
+    gen = torch.Generator().manual_seed(derive_seed(spec.seed, index) or 0)
     with torch.no_grad():
-        for start in range(0, p.x.shape[0], CHUNK):
-            ctx.check()
-            xb = encode(p.x[start : start + CHUNK], p.kind, p.encoder.T, p.encoder.p_max, gen)
-            if spec.backend == "exact":
-                out = net(xb, gen)
-                spikes, batch_preds = out.spikes, net.predict(out)
-            else:
-                from backends.execute import run_network
+        xb = encode(p.x[start:stop], p.kind, p.encoder.T, p.encoder.p_max, gen)
+        if spec.backend == "exact":
+            out = net(xb, gen)
+            preds = [int(v) for v in net.predict(out).tolist()]
+            return ChunkOutput(preds, [pack(s) for s in out.spikes], 0, "exact", None, [])
+        from backends.execute import run_network
 
-                seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-                run = run_network(net, xb, spec.backend, policy=run_policy(spec), seed=seed)
-                _record_layers(ctx, run, step0=len(net.config.sizes[1:]) * (start // CHUNK))
-                spikes, batch_preds, used = run.spikes, run.predictions, run.backend
-                shots += sum(layer.shots for layer in run.layers)
-                fallback = dataclasses.asdict(run.fallback) if run.fallback else None
-            p_list = [int(v) for v in batch_preds.tolist()]
-            preds.extend(p_list)
-            packed = [pack(s) for s in spikes]
-            for acc, pk in zip(layers, packed, strict=True):
-                acc.extend(pk)
-            ctx.emit(
-                "spikes",
-                {"start": start, "layer": len(layers) - 1, "predictions": p_list, "packed": packed[-1]},
-                progress=min(1.0, (start + CHUNK) / p.x.shape[0]),
-                backend_used=used,
-                shots=shots,
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        run = run_network(net, xb, spec.backend, options=spec.options, policy=run_policy(spec), seed=seed)
+    rows = _layer_rows(ctx.job_id, run, step0=len(net.layers) * index)
+    fallback = dataclasses.asdict(run.fallback) if run.fallback else None
+    preds = [int(v) for v in run.predictions.tolist()]
+    shots = sum(layer.shots for layer in run.layers)
+    return ChunkOutput(preds, [pack(s) for s in run.spikes], shots, run.backend, fallback, rows)
+
+
+def _store_chunk(ctx: JobContext, index: int, start: int, stop: int, out: ChunkOutput, samples: int) -> None:
+    """Store a finished chunk, its provider jobs and its spikes event in one transaction, only while this
+    worker holds the job's lease (else LeaseLost: the job runs elsewhere now)."""
+    with session_scope(ctx.sessions) as s:
+        job = s.get(Job, ctx.job_id, with_for_update=True)
+        assert job is not None
+        if job.lease_owner != ctx.token:
+            raise LeaseLost(f"job {ctx.job_id} is now leased by {job.lease_owner}")
+        s.add(
+            JobChunk(
+                job_id=ctx.job_id, index=index, start=start, stop=stop, predictions=out.predictions,
+                spikes=out.packed, shots=out.shots, backend=out.backend, fallback=out.fallback,
             )
+        )  # fmt: skip
+        s.add_all(out.rows)
+        job.shots += out.shots
+        job.backend_used = out.backend
+        job.progress = min(1.0, stop / samples)
+        ev = add_event(
+            s,
+            ctx.job_id,
+            "spikes",
+            {"start": start, "layer": len(out.packed) - 1, "predictions": out.predictions, "packed": out.packed[-1]},
+        )
+        commit_and_publish(s, ctx.settings.pubsub_url, [ev])
+
+
+def run_inference(ctx: JobContext) -> None:
+    """Predict chunk by chunk (sized by :func:`workers.bounds.plan_inference`), storing and streaming each
+    chunk as it finishes; a resumed job skips the chunks already stored. The lease is renewed while a
+    chunk runs."""
+    from workers.bounds import plan_inference
+
+    p = prepare(ctx)
+    samples = int(p.x.shape[0])
+    plan = plan_inference(p.net.config.sizes, p.encoder.T, samples, p.spec.backend, ctx.settings)
+    with session_scope(ctx.sessions) as s:
+        done = set(s.scalars(select(JobChunk.index).where(JobChunk.job_id == ctx.job_id)))
+    ctx.substate(
+        "executing", backend=p.spec.backend, samples=samples, chunk=plan.chunk, chunks=plan.chunks,
+        chunks_done=len(done), estimated_bytes=int(plan.peak_bytes), estimated_seconds=round(plan.seconds, 1),
+    )  # fmt: skip
+    for index in range(plan.chunks):
+        if index in done:
+            continue
+        ctx.check(force=True)
+        start, stop = index * plan.chunk, min(samples, (index + 1) * plan.chunk)
+        with ctx.heartbeat():
+            out = _run_chunk(ctx, p, index, start, stop)
+        _store_chunk(ctx, index, start, stop, out, samples)
+    with session_scope(ctx.sessions) as s:
+        chunks = list(s.scalars(select(JobChunk).where(JobChunk.job_id == ctx.job_id).order_by(JobChunk.index)))
+    preds = [v for c in chunks for v in c.predictions]
+    layers = [[v for c in chunks for v in c.spikes[i]] for i in range(len(p.net.layers))]
     result = result_payload(p, preds, layers)
-    result["backend"] = used
+    result["backend"] = chunks[-1].backend
+    fallback = next((c.fallback for c in chunks if c.fallback), None)
     if fallback is not None:
         result["fallback"] = fallback
-    ctx.finish("succeeded", result=result, backend_used=used, shots=shots)
+    ctx.finish("succeeded", result=result, backend_used=chunks[-1].backend)

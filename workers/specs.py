@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 DatasetName = Literal["digits", "mnist-5k", "mnist", "fmnist", "kmnist", "mnist-dvs"]
 BackendName = Annotated[
@@ -22,6 +32,40 @@ Fallback = Annotated[
     Literal["none", "aer", "exact"],
     Field(description="where to run when the backend is unavailable (recorded in the result); none = fail"),
 ]
+
+
+NotBefore = Annotated[
+    AwareDatetime | None,
+    Field(description="run at or after this time (ISO 8601 with a time zone); the job waits queued until then"),
+]
+BackendOptions = Annotated[
+    dict[str, Any] | None,
+    Field(
+        description="options of the backend, checked by its kind's option model: e.g. for `ibm:` the execution "
+        "mode (session or batch), for `braket:` a reservation ARN, for every circuit backend neurons_per_circuit"
+    ),
+]
+
+
+def parse_not_before(spec: dict[str, Any]) -> datetime | None:
+    """The ``not_before`` of a stored job spec (None when absent)."""
+    value = spec.get("not_before")
+    return datetime.fromisoformat(value) if value else None
+
+
+def check_backend_options(backend: str, options: dict[str, Any] | None) -> None:
+    """Validate ``options`` with the option model of ``backend``'s registry kind (ValueError naming the field);
+    kinds outside the registry (providers added through ``SQSNN_QPU_BACKENDS``) validate their own."""
+    from backends.registry import KINDS
+
+    model = KINDS.get(backend.split(":", 1)[0])
+    if options is None or model is None:
+        return
+    try:
+        model.model_validate(options)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"options for {backend!r}: {problems}") from None
 
 
 class StrictModel(BaseModel):
@@ -118,6 +162,34 @@ class TrainJobSpec(StrictModel):
     fallback: Fallback = "none"
     budget: BudgetSpec | None = None
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    not_before: NotBefore = None
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_can_train(cls, backend: str, info: ValidationInfo) -> str:
+        """Training off the exact engine is the local rule with the backend in the loop; say what to change.
+        (A field validator, declared after ``model`` and ``training``, so that the error names ``backend``.)"""
+        training, model = info.data.get("training"), info.data.get("model")
+        if backend == "exact" or training is None or model is None:
+            return backend
+        if training.method == "bptt":
+            raise ValueError(
+                f"method 'bptt' cannot train on backend {backend!r}: backpropagation needs the gradient of every "
+                "spike probability through time, and a circuit backend returns only sampled spikes, so there is "
+                "nothing to backpropagate through; set training.method to 'local' (the local rule, which measures "
+                "its probabilities on the backend) or backend to 'exact'"
+            )
+        if training.estimator not in (None, "exact") and not training.shots:
+            raise ValueError(
+                f"training.shots must be >= 1 with estimator {training.estimator!r} on backend {backend!r}: its "
+                "probabilities are measured there as fractions of `shots` runs"
+            )
+        if model.mode == "official":
+            raise ValueError(
+                f"model.mode 'official' is the reference code's classical neuron and has no circuit on backend "
+                f"{backend!r}; use mode 'quantum' or 'memoryless', or backend 'exact'"
+            )
+        return backend
 
 
 class ImageInputs(StrictModel):
@@ -164,9 +236,16 @@ class InferJobSpec(StrictModel):
     inputs: Annotated[ImageInputs | DatasetSlice, Field(discriminator="source")]
     encoder: EncoderSpec | None = Field(default=None, description="defaults to the encoder the model was trained with")
     backend: BackendName = "exact"
+    options: BackendOptions = None
     fallback: Fallback = "none"
     budget: BudgetSpec | None = None
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    not_before: NotBefore = None
+
+    @model_validator(mode="after")
+    def _backend_options(self) -> InferJobSpec:
+        check_backend_options(self.backend, self.options)
+        return self
 
 
 JobSpec = Annotated[TrainJobSpec | InferJobSpec, Field(discriminator="kind")]

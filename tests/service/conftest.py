@@ -26,11 +26,15 @@ from alembic.config import Config
 from service.app import create_app
 from service.auth import create_key
 from service.embedded import settings_env
+from workers.celery_app import HW_QUEUE, PERIODIC_QUEUE, SIM_QUEUE
 from workers.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN = os.environ.get("SQSNN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("SQSNN_TEST_REDIS", "redis://127.0.0.1:6379/13")
+# ibm-local runs through the QPU state machine too, and the loopback provider (tests/service/qpu_provider.py)
+# is a remote-like provider keeping its jobs in Redis, so every worker process sees them
+QPU_BACKENDS = "ibm-local,loopback=tests.service.qpu_provider:LoopbackProvider"
 
 
 def alembic_config(url: str) -> Config:
@@ -96,19 +100,27 @@ def settings(migrated_db: str, tmp_path_factory: pytest.TempPathFactory) -> Sett
         lease_s=3.0,
         reaper_interval_s=1.0,
         hardware_poll_interval_s=1.0,
+        provider_backoff_max_s=2.0,
+        qpu_backends=QPU_BACKENDS,
         cancel_poll_s=0.1,
         progress_interval_s=0.0,
     )
 
 
 class WorkerProcess:
-    """A real ``celery worker`` process in its own process group."""
+    """A real ``celery worker`` process in its own process group, shaped as deployed: a prefork pool of
+    ``concurrency`` processes on the simulator and hardware queues; with ``beat`` it also runs the beat
+    scheduler and consumes the periodic queue (as compose's scheduler does)."""
 
-    def __init__(self, settings: Settings, log: Path, name: str, beat: bool) -> None:
+    def __init__(
+        self, settings: Settings, log: Path, name: str, beat: bool, queues: tuple[str, ...] = (SIM_QUEUE, HW_QUEUE),
+        concurrency: int = 2,
+    ) -> None:  # fmt: skip
+        queues = (*queues, PERIODIC_QUEUE) if beat else queues
         cmd = [
             sys.executable, "-m", "celery", "-A", "workers.worker", "worker",
-            "-Q", "sqsnn.sim,sqsnn.hw", "-P", "solo", "-n", f"{name}@%h", "--loglevel=INFO",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "-Q", ",".join(queues), "-P", "prefork", "--concurrency", str(concurrency), "-n", f"{name}@%h",
+            "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
         ]  # fmt: skip
         if beat:
             cmd += ["-B", "-s", str(log.with_suffix(".beat"))]
@@ -158,8 +170,8 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., W
     """Factory of worker processes; every one is stopped at teardown."""
     started: list[WorkerProcess] = []
 
-    def start(name: str = "w", beat: bool = False) -> WorkerProcess:
-        w = WorkerProcess(settings, tmp_path / f"{name}-{len(started)}.log", name, beat)
+    def start(name: str = "w", beat: bool = False, **kwargs: Any) -> WorkerProcess:
+        w = WorkerProcess(settings, tmp_path / f"{name}-{len(started)}.log", name, beat, **kwargs)
         started.append(w)
         return w
 

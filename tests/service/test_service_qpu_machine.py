@@ -1,0 +1,147 @@
+"""The QPU job state machine against real PostgreSQL, Redis and a prefork worker (2 processes) with beat
+polling every second, on the loopback provider (tests/service/qpu_provider.py): exactly-once submission
+under concurrency and under SIGKILL at each step, retries, final errors, cancellation, spend limits,
+not_before."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from qpu_jobs import infer_spec, keys_of, store_model, submissions, submit, wait_final
+from qpu_provider import accepted, arm, cancelled, sessions, store
+from sqlalchemy import select
+
+from workers.models import Job, JobEvent, SpendLimit, utcnow
+
+pytestmark = pytest.mark.service
+
+BACKEND = "loopback:q2"  # queued for 2 polls, running for 1, then done
+
+
+@pytest.fixture(scope="module")
+def stack(served, settings, tmp_path_factory):
+    """(sessions, owner, model id, redis) with one prefork worker (2 processes) running beat."""
+    from conftest import WorkerProcess
+
+    owner = f"qpu-{uuid.uuid4().hex[:6]}"
+    sessions_ = served.app.state.sessions
+    model_id = store_model(sessions_, settings, owner)
+    w = WorkerProcess(settings, tmp_path_factory.mktemp("qpu") / "w.log", "qpu", beat=True)
+    yield sessions_, owner, model_id, store(settings.pubsub_url)
+    w.stop()
+
+
+def _events(sessions_, job_id: str, kind: str) -> list[dict]:
+    with sessions_() as s:
+        return [e.data for e in s.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.kind == kind))]
+
+
+def test_twenty_jobs_submit_every_layer_exactly_once(stack, settings) -> None:
+    sessions_, owner, model_id, r = stack
+    ids = [submit(sessions_, settings, owner, infer_spec(model_id, BACKEND)) for _ in range(20)]
+    jobs = wait_final(sessions_, ids, timeout=240)
+    assert {j.state for j in jobs.values()} == {"succeeded"}, {j.failure_reason for j in jobs.values()}
+    for job_id in ids:
+        assert [accepted(r, k) for k in keys_of(job_id)] == [1, 1]  # every provider submission exactly once
+        rows = submissions(sessions_, job_id)
+        assert [(x.step, x.status) for x in rows] == [(0, "done"), (1, "done")]
+        for row in rows:  # fetched exactly once per provider job
+            assert int(r.get(f"loopback:fetches:{row.provider_job_id}")) == 1
+        assert rows[0].session_id == rows[1].session_id  # the later layer joined the first one's session
+        job = jobs[job_id]
+        assert job.shots == 2 * 3 and job.qpu_seconds == pytest.approx(0.5)
+        queue = _events(sessions_, job_id, "queue")
+        assert queue and queue[0]["position"] >= queue[-1]["position"]
+    assert not {x.session_id for j in ids for x in submissions(sessions_, j)} & sessions(r)[0]  # all closed
+    # same spec and seed: the same predictions and spike trains from every job
+    assert len({str(j.result["predictions"]) + str(j.result["spikes"]) for j in jobs.values()}) == 1
+
+
+@pytest.mark.parametrize(
+    ("step", "point"),
+    [(0, "accepted"), (0, "fetched"), (1, "submit")],
+    ids=["after-submit", "after-fetch", "before-next-submit"],
+)
+def test_sigkill_at_each_step_gives_the_undisturbed_result(stack, settings, step, point) -> None:
+    sessions_, owner, model_id, r = stack
+    reference = submit(sessions_, settings, owner, infer_spec(model_id, BACKEND))
+    job_id = submit(sessions_, settings, owner, infer_spec(model_id, BACKEND))
+    arm(r, keys_of(job_id)[step], point, "kill")
+    jobs = wait_final(sessions_, [reference, job_id], timeout=120)
+    assert jobs[job_id].state == "succeeded", jobs[job_id].failure_reason
+    assert r.get(f"loopback:fault:{keys_of(job_id)[step]}:{point}") is None  # the kill did fire
+    assert [accepted(r, k) for k in keys_of(job_id)] == [1, 1]  # no duplicate provider job
+    assert jobs[job_id].result["predictions"] == jobs[reference].result["predictions"]
+    assert jobs[job_id].result["spikes"] == jobs[reference].result["spikes"]
+
+
+def test_transient_error_is_retried(stack, settings) -> None:
+    sessions_, owner, model_id, r = stack
+    job_id = submit(sessions_, settings, owner, infer_spec(model_id, BACKEND))
+    arm(r, keys_of(job_id)[0], "poll", "transient")
+    job = wait_final(sessions_, [job_id], timeout=60)[job_id]
+    assert job.state == "succeeded", job.failure_reason
+    retries = [e for e in _events(sessions_, job_id, "provider") if "retry" in e]
+    assert [e["retry"] for e in retries] == [1] and "transient" in retries[0]["error"]
+    assert submissions(sessions_, job_id)[0].attempts == 1
+
+
+def test_final_error_fails_with_reason_and_cancels_the_provider_job(stack, settings) -> None:
+    sessions_, owner, model_id, r = stack
+    job_id = submit(sessions_, settings, owner, infer_spec(model_id, BACKEND))
+    arm(r, keys_of(job_id)[1], "poll", "final")
+    job = wait_final(sessions_, [job_id], timeout=60)[job_id]
+    assert job.state == "failed"
+    assert job.failure_reason == "provider error on layer 1: loopback final error at poll"
+    rows = submissions(sessions_, job_id)
+    assert [x.status for x in rows] == ["done", "failed"]
+    assert rows[1].provider_job_id in cancelled(r)
+    assert rows[1].session_id in sessions(r)[1]  # closed
+
+
+def test_owner_cancel_cancels_the_provider_job(stack, settings, served) -> None:
+    import httpx
+
+    sessions_, owner, model_id, r = stack
+    job_id = submit(sessions_, settings, owner, infer_spec(model_id, "loopback:q1000"))
+    deadline = time.monotonic() + 60
+    while not submissions(sessions_, job_id) or submissions(sessions_, job_id)[0].status not in ("queued",):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    key = served.key(owner)
+    with httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {key}"}) as c:
+        assert c.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+    job = wait_final(sessions_, [job_id], timeout=30)[job_id]
+    assert job.state == "cancelled" and "owner" in job.failure_reason
+    assert submissions(sessions_, job_id)[0].provider_job_id in cancelled(r)
+
+
+def test_daily_spend_limit_refuses_before_any_submission(stack, settings) -> None:
+    sessions_, _, _, r = stack
+    owner = f"thrifty-{uuid.uuid4().hex[:6]}"
+    with sessions_() as s:
+        s.add(SpendLimit(owner=owner, max_shots_per_day=10))
+        s.commit()
+    own_model = store_model(sessions_, settings, owner)
+    first = submit(sessions_, settings, owner, infer_spec(own_model, BACKEND))  # 6 shots: fits
+    assert wait_final(sessions_, [first], timeout=60)[first].state == "succeeded"
+    second = submit(sessions_, settings, owner, infer_spec(own_model, BACKEND))  # 6 more: 12 > 10
+    job = wait_final(sessions_, [second], timeout=60)[second]
+    assert job.state == "failed" and "max_shots_per_day=10" in job.failure_reason
+    assert submissions(sessions_, second) == [] and accepted(r, keys_of(second)[0]) == 0
+
+
+def test_not_before_holds_the_job_until_then(stack, settings) -> None:
+    sessions_, owner, model_id, _ = stack
+    at = utcnow() + timedelta(seconds=4)
+    job_id = submit(sessions_, settings, owner, infer_spec(model_id, "loopback:q0", not_before=at.isoformat()))
+    job = wait_final(sessions_, [job_id], timeout=60)[job_id]
+    assert job.state == "succeeded", job.failure_reason
+    assert job.started_at >= at
+    with sessions_() as s:
+        states = [e.data.get("substate") for e in s.scalars(select(JobEvent).where(JobEvent.job_id == job_id))]
+        assert s.get(Job, job_id).not_before == at
+    assert "scheduled" in states

@@ -1,0 +1,82 @@
+"""Memory and time of an inference job, estimated before it runs: refused when too long, chunked to fit.
+
+Cost model (per chunk of B samples, T steps, layer sizes ``[D, n_1, ..., n_L]``):
+
+* memory: ``B * T * max(n_l) * bytes_per_unit`` above the worker's baseline (layers run one after another;
+  a circuit backend holds every bound circuit and its measurement records of the widest layer at once);
+* time: ``B * T * sum(n_l) * seconds_per_unit`` plus ``seconds_per_chunk``.
+
+The coefficients were measured with ``run_network`` on a 64-H-10 network with direct synapses (H = 8, 32;
+T = 50, 200, 400; B = 16, 64) on the shared 2-core machine: ``aer`` grew 6.3-8.4 KiB and 30-46 us per
+sample, step and neuron, ``exact`` 0.17 KiB and 4 us; the constants below round up. The other circuit
+backends (``aer-noisy``, ``ibm-local``, ``braket-local``) use the circuit constants, which under-estimate
+their time (noise and mid-circuit branching are slower): ``Settings.max_job_seconds`` is a floor check.
+At T = 800 and 256 samples of a 10-wide layer the model gives 16 GiB, the size that got workers killed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workers.settings import Settings
+
+MAX_CHUNK = 256  # samples per chunk (and per streamed "spikes" event) when memory allows
+BASE_BYTES = 256 << 20  # transpiled circuits, simulator state and result buffers of a chunk
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Per-sample, per-step, per-neuron coefficients of one backend family."""
+
+    bytes_per_unit: float
+    seconds_per_unit: float
+    seconds_per_chunk: float
+
+
+EXACT = CostModel(bytes_per_unit=256.0, seconds_per_unit=5e-6, seconds_per_chunk=0.05)
+CIRCUIT = CostModel(bytes_per_unit=8192.0, seconds_per_unit=5e-5, seconds_per_chunk=2.0)
+
+
+class WorkTooLarge(ValueError):
+    """The job cannot fit the configured limits; the message names the limit and what it would need."""
+
+
+@dataclass(frozen=True)
+class InferencePlan:
+    """How a job runs: ``chunks`` chunks of at most ``chunk`` samples; estimated peak memory (bytes above the
+    worker's baseline) and total time (seconds)."""
+
+    samples: int
+    chunk: int
+    chunks: int
+    peak_bytes: float
+    seconds: float
+
+
+def cost_model(backend: str) -> CostModel:
+    """The cost model of backend ``name`` (in-process engine or circuits)."""
+    return EXACT if backend == "exact" else CIRCUIT
+
+
+def plan_inference(sizes: list[int], steps: int, samples: int, backend: str, settings: Settings) -> InferencePlan:
+    """Chunk ``samples`` so one chunk fits ``Settings.job_memory_bytes``; refuse (:class:`WorkTooLarge`)
+    when one sample does not fit or the whole job would exceed ``Settings.max_job_seconds``."""
+    model = cost_model(backend)
+    per_sample = steps * max(sizes[1:]) * model.bytes_per_unit
+    room = settings.job_memory_bytes - BASE_BYTES
+    fits = int(room // per_sample) if room > 0 else 0
+    if fits < 1:
+        need = BASE_BYTES + per_sample
+        raise WorkTooLarge(
+            f"one sample at T={steps} on {backend} needs about {need / 2**30:.2f} GiB, more than the job memory "
+            f"limit SQSNN_JOB_MEMORY_BYTES={settings.job_memory_bytes}; lower encoder.T or the layer widths"
+        )
+    chunk = min(MAX_CHUNK, fits, samples)
+    chunks = -(-samples // chunk)
+    seconds = samples * steps * sum(sizes[1:]) * model.seconds_per_unit + chunks * model.seconds_per_chunk
+    if seconds > settings.max_job_seconds:
+        raise WorkTooLarge(
+            f"{samples} samples at T={steps} on {backend} would take about {seconds:.0f} s, more than the job time "
+            f"limit SQSNN_MAX_JOB_SECONDS={settings.max_job_seconds:.0f}; submit fewer samples per job"
+        )
+    return InferencePlan(samples, chunk, chunks, BASE_BYTES + chunk * per_sample, seconds)
