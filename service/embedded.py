@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from service.app import create_app
 from service.auth import create_key
-from workers.celery_app import HW_QUEUE, SIM_QUEUE
+from workers.celery_app import HW_QUEUE, PERIODIC_QUEUE, SIM_QUEUE
 from workers.db import make_sessionmaker
 from workers.models import ApiKey
 from workers.settings import Settings
@@ -63,10 +63,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def start_worker(settings: Settings, log: Path | None = None, *, beat: bool = True) -> subprocess.Popen[bytes]:
-    """A ``celery worker`` child process (solo pool, both queues, optional embedded beat)."""
+    """A ``celery worker`` child process (solo pool, every queue, optional embedded beat)."""
     cmd = [
         sys.executable, "-m", "celery", "-A", "workers.worker", "worker", "-P", "solo",
-        "-Q", f"{SIM_QUEUE},{HW_QUEUE}", "-n", f"embedded-{os.getpid()}@%h", "--loglevel=INFO",
+        "-Q", f"{SIM_QUEUE},{HW_QUEUE},{PERIODIC_QUEUE}", "-n", f"embedded-{os.getpid()}@%h", "--loglevel=INFO",
         "--without-gossip", "--without-mingle", "--without-heartbeat",
     ]  # fmt: skip
     if beat:
