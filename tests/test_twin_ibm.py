@@ -264,6 +264,13 @@ def test_noisy_twin_runs_with_the_snapshot_noise_model(ibm_twin_factory: Callabl
     assert 0 < res.spikes.mean() < 0.1
 
 
+def test_usage_not_yet_final_leaves_qpu_seconds_unknown(ibm_twin: IBMTwin) -> None:
+    ibm_twin.faults.usage_delay_s = 60
+    z, ang = small_layer()
+    res = backend().run_layer(z, ang)
+    assert res.qpu_seconds is None and res.usage is not None and res.usage["usage"]["status"] == "pending"
+
+
 def test_expired_tokens_are_renewed_and_usage_limit_is_final(ibm_twin_factory: Callable[..., IBMTwin]) -> None:
     twin = ibm_twin_factory(token_lifetime_s=2, usage_limit_s=1.0)
     z, ang = small_layer()

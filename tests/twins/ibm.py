@@ -93,11 +93,13 @@ class Fault:
 @dataclass
 class Faults:
     """Faults of one twin: HTTP ``http`` faults, ``queue_delay_s`` seconds every job waits in the queue,
+    ``usage_delay_s`` seconds after a job ends before its usage is final (``usage.status`` pending until then),
     ``job_failure`` (every job ends Failed with this reason), ``provider_cancel`` (every job is
     Cancelled by the provider when it leaves the queue, with this reason)."""
 
     http: list[Fault] = field(default_factory=list)
     queue_delay_s: float = 0.0
+    usage_delay_s: float = 0.0
     job_failure: str | None = None
     provider_cancel: str | None = None
 
@@ -130,15 +132,21 @@ class TwinJob:
     reason_code: int | None = None
     running_at: str | None = None
     finished_at: str | None = None
+    finished_mono: float | None = None
     result: str | None = None
     qpu_seconds: float | None = None
     executions: int = 0
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    ended: threading.Event = field(default_factory=threading.Event)  # set when the job ends (or the twin stops)
     submitted_mono: float = field(default_factory=time.monotonic)
 
     @property
     def final(self) -> bool:
         return self.status in ("Completed", "Failed", "Cancelled")
+
+    def end(self, status: str, reason: str | None = None, reason_code: int | None = None) -> None:
+        self.status, self.reason, self.reason_code = status, reason, reason_code
+        self.finished_at, self.finished_mono = _now(), time.monotonic()
+        self.ended.set()
 
 
 @dataclass
@@ -276,7 +284,7 @@ class IBMTwin:
 
     def stop(self) -> None:
         for job in self.jobs.values():
-            job.cancelled.set()
+            job.ended.set()
         self._runner.shutdown(wait=True, cancel_futures=True)
         if self._server is not None and self._thread is not None:
             self._server.should_exit = True
@@ -360,16 +368,16 @@ class IBMTwin:
 
     def _execute(self, job: TwinJob) -> None:
         wait = job.submitted_mono + self.faults.queue_delay_s - time.monotonic()
-        if job.cancelled.wait(max(wait, 0.0)):
+        if job.ended.wait(max(wait, 0.0)):
             return
         while not self.status[job.backend].state:  # a backend down for maintenance holds its queue
-            if job.cancelled.wait(0.05):
+            if job.ended.wait(0.05):
                 return
         with self._lock:
             if job.status != "Queued":
                 return
             if self.faults.provider_cancel is not None:
-                job.status, job.reason, job.finished_at = "Cancelled", self.faults.provider_cancel, _now()
+                job.end("Cancelled", self.faults.provider_cancel)
                 return
             job.status, job.running_at = "Running", _now()
         try:
@@ -381,12 +389,11 @@ class IBMTwin:
         with self._lock:
             if job.status != "Running":  # cancelled while running
                 return
-            job.finished_at = _now()
-            job.executions, job.qpu_seconds = executions, qpu_seconds(executions, shots)
+            job.executions, job.qpu_seconds, job.result = executions, qpu_seconds(executions, shots), result
             if failure is not None:
-                job.status, job.reason, job.reason_code = "Failed", failure, FAILED_REASON_CODE
+                job.end("Failed", failure, FAILED_REASON_CODE)
             else:
-                job.status, job.result = "Completed", result
+                job.end("Completed")
 
     def _run_program(self, job: TwinJob) -> tuple[str, int, int]:
         """Run an executor program on Aer; returns (result JSON, bound circuits executed, shots)."""
@@ -449,7 +456,8 @@ class IBMTwin:
         return doc
 
     def _metrics(self, job: TwinJob) -> dict[str, Any]:
-        charged = (job.qpu_seconds or 0) if job.final else 0
+        settled = job.finished_mono is not None and time.monotonic() >= job.finished_mono + self.faults.usage_delay_s
+        charged = (job.qpu_seconds or 0) if settled else 0
         doc: dict[str, Any] = {
             "timestamps": {"created": job.created, "running": job.running_at, "finished": job.finished_at},
             "bss": {"seconds": charged},
@@ -457,7 +465,7 @@ class IBMTwin:
                 "quantum_seconds": charged,
                 "seconds": charged,
                 "qpu_charge_time_seconds": charged,
-                "status": "complete" if job.final else "pending",
+                "status": "complete" if settled else "pending",
             },
             "executions": job.executions,
             "qiskit_version": "twin",
@@ -644,8 +652,7 @@ class IBMTwin:
                 job = self._job(job_id)
                 if job.final:
                     raise _fail(409, f"Job {job_id} is already {job.status}", "job_final")
-                job.status, job.reason, job.finished_at = "Cancelled", "Cancelled by user", _now()
-                job.cancelled.set()
+                job.end("Cancelled", "Cancelled by user")
             return Response(status_code=204)
 
         @app.post(f"{api}/sessions", dependencies=[Depends(auth)])
@@ -693,8 +700,7 @@ class IBMTwin:
                 s.accepting_jobs, s.state, s.closed_at = False, "closed", _now()
                 for job in self.jobs.values():
                     if job.session_id == s.id and not job.final:
-                        job.status, job.reason, job.finished_at = "Cancelled", "Session cancelled", _now()
-                        job.cancelled.set()
+                        job.end("Cancelled", "Session cancelled")
             return Response(status_code=204)
 
         return app
