@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
 from fastapi import FastAPI
 
@@ -13,6 +15,28 @@ from service.routes import jobs, models, system
 from service.wakeups import Wakeups
 from workers.celery_app import make_celery
 from workers.settings import Settings
+
+
+def _without_null_parameters(app: FastAPI) -> None:
+    """Optional query and header parameters are optional by being absent: their schema in the OpenAPI
+    document is the value's, without pydantic's ``anyOf [..., null]`` (a query string cannot carry a null)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = build()
+            for path in spec["paths"].values():
+                for operation in path.values():
+                    for param in operation.get("parameters", []):
+                        options = param.get("schema", {}).get("anyOf", [])
+                        if not param.get("required") and {"type": "null"} in options and len(options) == 2:
+                            (value,) = [o for o in options if o != {"type": "null"}]
+                            rest = {k: v for k, v in param["schema"].items() if k != "anyOf"}
+                            param["schema"] = {**value, **rest}
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None, celery: Celery | None = None) -> FastAPI:
@@ -37,4 +61,5 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     # the last added is outermost: the metrics see every answer, including the size limit's 413s
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(app.state.metrics.middleware)
+    _without_null_parameters(app)
     return app

@@ -98,7 +98,9 @@ async def http_error_handler(_request: Request, exc: Exception) -> JSONResponse:
         content = _body(_summary(errors), dotted(errors[0]["loc"]) if errors else None, errors)
     else:
         message = str(exc.detail)
-        content = _body(message, getattr(exc, "field", None), message)
+        # FastAPI raises a plain 400 only when the body cannot be read as JSON (e.g. not UTF-8)
+        field = getattr(exc, "field", "body" if exc.status_code == status.HTTP_400_BAD_REQUEST else None)
+        content = _body(message, field, message)
     return JSONResponse(content, exc.status_code, headers=exc.headers)
 
 
@@ -143,7 +145,7 @@ def install(app: FastAPI) -> None:
 
 
 DESCRIPTIONS = {
-    400: "malformed request",
+    400: "the body cannot be parsed (not UTF-8 JSON)",
     401: "missing or invalid API key (`Authorization: Bearer <key>`)",
     403: "the owner's storage quota is used up",
     404: "no such resource for this API key's owner",

@@ -120,7 +120,7 @@ def _submit(
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=error_responses(401, 403, 413, 422, 429, 503),
+    responses=error_responses(400, 401, 403, 413, 422, 429, 503),
 )
 async def submit_job(
     spec: Annotated[JobSpec, Body()],
