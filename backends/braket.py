@@ -275,8 +275,13 @@ class BraketBackend(BaseBackend):
         self._parallel(attempt, range(len(specs)))
         if errors:
             created = [arn for arn in arns if arn is not None]
-            if request.idempotency_key is None:
-                self._cancel_arns(created)
+            if request.idempotency_key is None and created:
+                try:
+                    self._cancel_arns(created)
+                except (ProviderError, BackendUnavailable) as exc:  # the creation error is the one to report
+                    log.warning(
+                        "%s: could not cancel %d tasks of a failed submission: %s", self.name, len(created), exc
+                    )
             raise errors[0]
         return [arn for arn in arns if arn is not None]
 

@@ -283,3 +283,23 @@ def test_module_twin_reset_drops_an_earlier_tests_scripting(braket_twin_module: 
     braket_twin_module.reset()
     z, ang = known_spikes(B=2, n=2)
     np.testing.assert_array_equal(braket(QPU_ARN).run_layer(z, ang).single_shot, z)
+
+
+@pytest.mark.parametrize("key", [None, "job-9/layer-1"])
+def test_partly_failed_submission_cancels_or_is_adopted_by_the_retry(braket_twin: BraketTwin, key: str | None) -> None:
+    braket_twin.devices[QPU_ARN].capabilities = qpu_capabilities(max_executables=2)
+    be = braket(QPU_ARN)
+    be.capabilities()
+    z, ang = known_spikes(B=3, n=2)  # 2 tasks; 3 faults over their 2 x 2 attempts fail exactly one of them
+    braket_twin.hold = True
+    braket_twin.faults.append(Fault("CreateQuantumTask", "server_error", times=3))
+    with pytest.raises(ProviderError, match="InternalServiceException") as err:
+        be.submit(z, ang, idempotency_key=key)
+    assert err.value.retryable and len(braket_twin.tasks) == 1
+    if key is None:  # nothing can adopt the created task: it is cancelled, not left running
+        assert braket_twin.statuses() == ["CANCELLED"]
+    else:  # the retry with the same key adopts it and creates only the missing one
+        job = be.submit(z, ang, idempotency_key=key)
+        assert len(braket_twin.tasks) == 2 and set(braket_twin.tasks) == set(job.job_ids)
+        braket_twin.release()
+        np.testing.assert_array_equal(be.fetch(job).single_shot, z)
