@@ -1,18 +1,13 @@
-"""Circuit backends: inference on a simulator backend through a worker, and the submit-then-poll path of
-remote QPUs driven by the poller, exercised with IBM Runtime's local testing mode (a fake device)."""
+"""Circuit backends: inference on a simulator backend through a worker, and the QPU state machine's path
+exercised with IBM Runtime's local testing mode (a fake device)."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
 from sqlalchemy import select
 
-from workers.context import JobContext, claim
-from workers.hardware import poll_open_submissions, start_hardware
-from workers.models import HardwareSubmission, Job, JobEvent
-from workers.specs import InferJobSpec
+from workers.models import HardwareSubmission, JobEvent
 from workers.spikes import unpack
 
 pytestmark = pytest.mark.service
@@ -59,60 +54,44 @@ def test_inference_on_aer_through_the_worker(served, trained_model, wait_for) ->
         assert len(result["predictions"]) == 4
 
 
-def test_training_on_a_circuit_backend_is_refused_with_the_field(served, trained_model, train_body) -> None:
+def test_a_backend_without_its_target_is_refused_with_the_field(served, trained_model) -> None:
     import httpx
 
-    key, _ = trained_model
+    key, model_id = trained_model
     with httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {key}"}) as c:
-        r = c.post("/v1/jobs", json=train_body(backend="aer"))
-        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "backend"]
-        r = c.post("/v1/jobs", json=infer_body(trained_model[1], "ibm"))
+        r = c.post("/v1/jobs", json=infer_body(model_id, "ibm"))
         assert r.status_code == 422 and "needs a target" in r.json()["detail"][0]["msg"]
 
 
-def test_submit_then_poll_advances_layer_by_layer(served, settings, trained_model) -> None:
+def test_ibm_local_runs_layer_by_layer_through_the_qpu_state_machine(served, settings, trained_model, wait_for) -> None:
+    """ibm-local is listed in SQSNN_QPU_BACKENDS here: its layers go through workers.hardware's state machine
+    (submit and fetch in one transition, as for every in-process backend, then the next layer), on a
+    prefork worker whose two processes take turns."""
     import httpx
 
     key, model_id = trained_model
     sessions = served.app.state.sessions
-    # the row a submission stores; not enqueued, so the test plays the hardware-queue worker itself
-    spec = InferJobSpec.model_validate(infer_body(model_id, "ibm-local:fake_kingston", n=3))
-    with sessions() as s:
-        job = Job(
-            owner="hw-owner", kind="infer", spec=spec.model_dump(mode="json"), backend=spec.backend,
-            queue="sqsnn.hw", request_hash="-", input_model_id=model_id,
-        )  # fmt: skip
-        s.add(job)
-        s.commit()
-        job_id = job.id
-    # what a hardware-queue worker does: claim, submit the first layer, return without waiting
-    assert claim(settings, job_id, "test-worker")
-    start_hardware(JobContext(settings, job_id, "test-worker"))
+    with httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {key}"}) as c:
+        r = c.post("/v1/jobs", json=infer_body(model_id, "ibm-local:fake_kingston", n=3))
+        assert r.status_code == 202, r.text
+        job = wait_for(c, r.json()["id"], ("succeeded", "failed"), timeout=180)
+        assert job["state"] == "succeeded", job["failure_reason"]
+        result = c.get(f"/v1/jobs/{job['id']}/result").json()["result"]
+    job_id = job["id"]
     with sessions() as s:
         subs = list(s.scalars(select(HardwareSubmission).where(HardwareSubmission.job_id == job_id)))
-        assert [(x.step, x.status) for x in subs] == [(0, "submitted")]
-        assert subs[0].provider_job_id and subs[0].calibration is not None
-    job = httpx.get(f"{served.url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}).json()
-    assert job["state"] == "running" and job["substate"] == "waiting_qpu"
-    assert not claim(settings, job_id, "another-worker")  # a redelivered task must not submit it again
-    # what the periodic poller does, until the job is finished
-    deadline = time.monotonic() + 120
-    while job["state"] == "running":
-        poll_open_submissions(settings)
-        job = httpx.get(f"{served.url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}).json()
-        assert time.monotonic() < deadline
-    assert job["state"] == "succeeded", job["failure_reason"]
-    assert [(h["provider_job_id"] is not None, h["status"]) for h in job["hardware"]] == [(True, "done")] * 2
-    with sessions() as s:
         events = list(s.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
-    spikes = [e.data["layer"] for e in events if e.kind == "spikes"]
-    assert spikes == [0, 1]
+    assert sorted((x.step, x.status) for x in subs) == [(0, "done"), (1, "done")]
+    assert all(x.provider_job_id and x.calibration is not None and x.result is not None for x in subs)
+    assert job["shots"] == 2 * 3 == sum(x.shots for x in subs)
+    assert [e.data["layer"] for e in events if e.kind == "spikes"] == [0, 1]
     substates = [e.data.get("substate") for e in events if e.kind == "state"]
-    assert substates.count("waiting_qpu") == 2
-    result = httpx.get(f"{served.url}/v1/jobs/{job_id}/result", headers={"Authorization": f"Bearer {key}"}).json()[
-        "result"
-    ]
+    assert substates.count("waiting_qpu") == 1 and substates[-1] is None
+    assert [e.data["backend"] for e in events if e.kind == "estimate"] == ["ibm-local:fake_kingston"]
+    # the stored result decodes to the spikes the layers returned, and predictions follow the counts
     o = unpack(result["spikes"]["layers"][1]["samples"], result["spikes"]["T"], 10)
+    last = next(x for x in subs if x.step == 1)
+    assert np.array_equal(o, unpack(last.result["spikes"], result["spikes"]["T"], 10))
     counts = o.sum(0)
     assert np.all(counts[np.arange(3), result["predictions"]] == counts.max(1))
     assert len(result["labels"]) == 3
