@@ -1,21 +1,28 @@
-"""Load on the job service over loopback: concurrent job submissions and status polls.
+"""Load on the job service in the deployed shape: ``uvicorn --workers 2`` in front of PostgreSQL and a Redis
+broker and pub/sub, against a bare FastAPI endpoint served the same way, at several concurrencies.
 
-Serves the real app (``service.app:create_app``: PostgreSQL + Redis broker and pub/sub by default) and a
-bare FastAPI endpoint (``GET /ping`` returning a constant) with the same uvicorn settings, each in its own
-process, and drives both from this process with ``--concurrency`` concurrent httpx clients. Every scenario
-is bounded by ``--requests`` and ``--seconds``. No worker runs: submitted jobs stay queued; the scratch
-database and the bench's Redis database are dropped/flushed at the end.
+Scenarios, each at every ``--concurrency`` level (default 16, 64, 200) and bounded by ``--requests`` and
+``--seconds``:
 
-Prints, per scenario: requests, requests/s, p50 and p99 latency in ms, and the ratio of requests/s to the
-bare endpoint measured in the same run.
-Usage: ``python bench/service_load.py [--requests 400] [--concurrency 16] [--seconds 20]``
-(``--sqlite`` for the embedded SQLite + file-broker configuration).
+- ``bare``: ``GET /ping`` of a FastAPI app returning a constant (the reference, same uvicorn settings);
+- ``submit``: ``POST /v1/jobs`` (distinct bodies, 16 owners in turn: submissions of one owner are serialised);
+- ``poll``: ``GET /v1/jobs/{id}`` of 20 stored jobs;
+- ``list``: ``GET /v1/jobs?limit=20`` (summaries of the owner's newest jobs);
+- ``sse``: as many open SSE streams as the concurrency on one job; this process then stores and announces
+  20 events one after another (``workers.events``, as a worker does) and every stream's delivery latency
+  (announce → frame received) is measured.
+
+No worker runs: submitted jobs stay queued. The scratch database and the bench's Redis database are dropped /
+flushed at the end. Prints requests, errors, requests/s, p50 and p99 latency in ms and requests/s relative to
+``bare`` at the same concurrency (for ``sse``: events delivered, p50/p99 delivery latency).
+Usage: ``python bench/service_load.py [--concurrency 16 64 200] [--requests 1000] [--seconds 10]``
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -34,13 +41,15 @@ from fastapi import FastAPI
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/12"
+OWNERS = 16
+SSE_EVENTS = 20
 
 bare = FastAPI()
 
 
 @bare.get("/ping")
-def ping() -> dict[str, str]:
-    """The reference: a sync endpoint returning a constant (same threadpool path as the service's)."""
+async def ping() -> dict[str, str]:
+    """The reference: a constant, on the event loop like the service's endpoints."""
     return {"status": "ok"}
 
 
@@ -51,13 +60,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(target: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    """Start uvicorn on a free port with ``target`` (app spec and flags); wait until it answers."""
+def serve(target: list[str], env: dict[str, str], workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``uvicorn --workers`` on a free port with ``target``; wait until it answers."""
     port = free_port()
-    cmd = [sys.executable, "-m", "uvicorn", *target, "--port", str(port), "--log-level", "warning", "--no-access-log"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    cmd = [sys.executable, "-m", "uvicorn", *target, "--workers", str(workers), "--port", str(port)]
+    proc = subprocess.Popen([*cmd, "--log-level", "warning", "--no-access-log"], cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while True:
         try:
             httpx.get(f"{url}/healthz" if "--factory" in target else f"{url}/ping", timeout=1)
@@ -66,34 +75,35 @@ def serve(target: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[byte
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
                 raise RuntimeError(f"uvicorn {target} did not start") from None
-            time.sleep(0.1)
+            time.sleep(0.2)
 
 
-async def drive(
-    url: str, make: Any, n: int, concurrency: int, seconds: float, headers: dict[str, str]
-) -> dict[str, Any]:
-    """Send up to ``n`` requests built by ``make(i) -> (method, path, json)`` with ``concurrency`` workers."""
+async def drive(url: str, make: Any, n: int, concurrency: int, seconds: float) -> dict[str, Any]:
+    """Send up to ``n`` requests built by ``make(i) -> (method, path, json, headers)`` from ``concurrency``
+    concurrent clients, for at most ``seconds``."""
     latencies: list[float] = []
     errors = 0
     counter = iter(range(n))
     deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
 
-        async def one_worker() -> None:
+        async def one_client() -> None:
             nonlocal errors
             for i in counter:
                 if time.perf_counter() > deadline:
                     return
-                method, path, body = make(i)
+                method, path, body, headers = make(i)
                 t0 = time.perf_counter()
-                r = await client.request(method, path, json=body)
-                latencies.append(time.perf_counter() - t0)
-                if r.status_code >= 400:
+                try:
+                    r = await client.request(method, path, json=body, headers=headers)
+                    errors += r.status_code >= 400
+                except httpx.HTTPError:
                     errors += 1
+                latencies.append(time.perf_counter() - t0)
 
         start = time.perf_counter()
-        await asyncio.gather(*(one_worker() for _ in range(concurrency)))
+        await asyncio.gather(*(one_client() for _ in range(concurrency)))
         wall = time.perf_counter() - start
     lat = np.array(latencies) * 1000
     return {
@@ -105,89 +115,150 @@ async def drive(
     }
 
 
+async def fan_out(url: str, auth: dict[str, str], job_id: str, streams: int, announce: Any) -> dict[str, Any]:
+    """``streams`` open SSE streams on ``job_id``; ``announce()`` stores and publishes one event and returns
+    its id. Returns the delivery latencies over every (stream, event) pair."""
+    sent: dict[str, float] = {}
+    received: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=streams, max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=url, headers=auth, limits=limits, timeout=120) as client:
+        ready = asyncio.Semaphore(0)
+
+        async def listen() -> None:
+            nonlocal errors
+            got = 0
+            try:
+                async with client.stream("GET", f"/v1/jobs/{job_id}/events") as r:
+                    lines = r.aiter_lines()
+                    async for line in lines:
+                        if line.startswith("retry"):
+                            ready.release()
+                        elif line.startswith("id: ") and line[4:] in sent:
+                            received.append(time.perf_counter() - sent[line[4:]])
+                            got += 1
+                            if got == SSE_EVENTS:
+                                return
+            except httpx.HTTPError:
+                errors += 1
+                ready.release()
+
+        tasks = [asyncio.create_task(listen()) for _ in range(streams)]
+        for _ in range(streams):
+            await ready.acquire()
+        t0 = time.perf_counter()
+        for _ in range(SSE_EVENTS):
+            event_id = await asyncio.to_thread(announce)
+            sent[str(event_id)] = time.perf_counter()
+            await asyncio.sleep(0.05)
+        try:
+            await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
+        except TimeoutError:
+            errors += sum(not t.done() for t in tasks)
+        wall = time.perf_counter() - t0
+    lat = np.array(received or [float("nan")]) * 1000
+    return {
+        "requests": len(received),
+        "errors": errors + streams * SSE_EVENTS - len(received),
+        "rps": len(received) / wall,
+        "p50": float(np.percentile(lat, 50)),
+        "p99": float(np.percentile(lat, 99)),
+    }
+
+
 def job_body(i: int) -> dict[str, Any]:
     """A small training job (never run: no worker)."""
-    return {
-        "kind": "train",
-        "model": {"hidden": [16]},
-        "dataset": {"name": "digits", "limit_train": 100},
-        "training": {"epochs": 1},
-        "seed": i,
-    }
+    return {"kind": "train", "model": {"hidden": [16]}, "dataset": {"name": "digits", "limit_train": 100}, "seed": i}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=400, help="requests per scenario (upper bound)")
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=20.0, help="time limit per scenario")
-    parser.add_argument("--sqlite", action="store_true", help="embedded SQLite + file broker instead of PG/Redis")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64, 200])
+    parser.add_argument("--requests", type=int, default=1000, help="requests per scenario and level (upper bound)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="time limit per scenario and level")
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes of each app")
     args = parser.parse_args()
 
     from service.auth import create_key
     from service.embedded import migrate, settings_env
-    from workers.db import make_sessionmaker
+    from workers.db import make_sessionmaker, session_scope
+    from workers.events import add_event, commit_and_publish
     from workers.settings import Settings
 
     home = Path(tempfile.mkdtemp(prefix="sqsnn-bench-"))
     db_name = f"sqsnn_bench_{uuid.uuid4().hex[:8]}"
-    common = {"environment": "test", "secret_key": "bench-secret", "home": home, "max_active_jobs": 10**9}
-    if args.sqlite:
-        settings = Settings(**common)
-    else:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{db_name}"')
-        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{db_name}"
-        settings = Settings(**common, database_url=url, broker_url=REDIS_URL)
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db_name}"')
+    settings = Settings(
+        environment="test",
+        secret_key="bench-secret",  # type: ignore[arg-type]
+        home=home,
+        max_active_jobs=10**9,
+        database_url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{db_name}",
+        broker_url=REDIS_URL,
+    )
     procs: list[subprocess.Popen[bytes]] = []
+    rows: list[tuple[int, str, dict[str, Any]]] = []
     try:
         migrate(settings)
-        with make_sessionmaker(settings)() as s:
-            key = create_key(s, settings, "bench")
-        env = {**settings_env(settings), "OMP_NUM_THREADS": "1"}
-        app_proc, app_url = serve(["--factory", "service.app:create_app"], env)
-        bare_proc, bare_url = serve(["bench.service_load:bare"], env)
+        sessions = make_sessionmaker(settings)
+        with sessions() as s:
+            keys = [create_key(s, settings, f"bench-{i}") for i in range(OWNERS)]
+        auths = [{"Authorization": f"Bearer {k}"} for k in keys]
+        env = {**settings_env(settings), "OMP_NUM_THREADS": "1", "PROMETHEUS_MULTIPROC_DIR": str(home / "prom")}
+        os.makedirs(env["PROMETHEUS_MULTIPROC_DIR"])
+        app_proc, app_url = serve(["--factory", "service.app:create_app"], env, args.workers)
+        bare_proc, bare_url = serve(["bench.service_load:bare"], env, args.workers)
         procs += [app_proc, bare_proc]
-        auth = {"Authorization": f"Bearer {key}"}
-        seed_ids = [httpx.post(f"{app_url}/v1/jobs", json=job_body(i), headers=auth).json()["id"] for i in range(20)]
-
-        def run(url: str, make: Any) -> dict[str, Any]:
-            return asyncio.run(drive(url, make, args.requests, args.concurrency, args.seconds, auth))
-
-        rows = [
-            ("bare FastAPI GET /ping", run(bare_url, lambda i: ("GET", "/ping", None))),
-            ("POST /v1/jobs (submit)", run(app_url, lambda i: ("POST", "/v1/jobs", job_body(1000 + i)))),
-            ("GET /v1/jobs/{id} (poll)", run(app_url, lambda i: ("GET", f"/v1/jobs/{seed_ids[i % 20]}", None))),
-            (
-                "mixed 1 submit : 4 polls",
-                run(
-                    app_url,
-                    lambda i: (
-                        ("POST", "/v1/jobs", job_body(10**6 + i))
-                        if i % 5 == 0
-                        else ("GET", f"/v1/jobs/{seed_ids[i % 20]}", None)
-                    ),
-                ),
-            ),
+        seed_ids = [
+            httpx.post(f"{app_url}/v1/jobs", json=job_body(i), headers=auths[0]).json()["id"] for i in range(20)
         ]
+        sse_job = seed_ids[0]
+
+        def announce() -> int:
+            with session_scope(sessions) as s:
+                ev = add_event(s, sse_job, "progress", {"epoch": 1, "batch": 0, "loss": 0.0})
+                commit_and_publish(s, settings.pubsub_url, [ev])
+                return int(ev.id)
+
+        seq = iter(range(10**6, 10**9))
+        scenarios: list[tuple[str, str, Any]] = [
+            ("bare GET /ping", bare_url, lambda i: ("GET", "/ping", None, {})),
+            ("submit POST /v1/jobs", app_url, lambda i: ("POST", "/v1/jobs", job_body(next(seq)), auths[i % OWNERS])),
+            ("poll GET /v1/jobs/{id}", app_url, lambda i: ("GET", f"/v1/jobs/{seed_ids[i % 20]}", None, auths[0])),
+            ("list GET /v1/jobs", app_url, lambda i: ("GET", "/v1/jobs?limit=20", None, auths[0])),
+        ]  # fmt: skip
+        for level in args.concurrency:
+            for name, url, make in scenarios:
+                rows.append((level, name, asyncio.run(drive(url, make, args.requests, level, args.seconds))))
+            rows.append(
+                (
+                    level,
+                    f"sse fan-out ({SSE_EVENTS} events)",
+                    asyncio.run(fan_out(app_url, auths[0], sse_job, level, announce)),
+                )
+            )
+        sessions.kw["bind"].dispose()
     finally:
         for p in procs:
             p.terminate()
-            p.wait(10)
-        if not args.sqlite:
-            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-            redis.Redis.from_url(REDIS_URL).flushdb()
-    backend = "SQLite + file broker" if args.sqlite else "PostgreSQL + Redis"
-    print(f"service load on loopback ({backend}; concurrency {args.concurrency}; uvicorn, 1 process each)")
+            p.wait(30)
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        redis.Redis.from_url(REDIS_URL).flushdb()
     print(
-        f"{'scenario':28s} {'requests':>8s} {'errors':>6s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'vs bare':>8s}"
+        f"service load, deployed shape (uvicorn --workers {args.workers}, PostgreSQL, Redis; "
+        f"SQSNN_API_DB_THREADS={settings.api_db_threads}; {os.cpu_count()} CPUs)"
     )
-    ref = rows[0][1]["rps"]
-    for name, r in rows:
+    header = ("conc", "scenario", "requests", "errors", "req/s", "p50 ms", "p99 ms", "vs bare")
+    print("{:>4s} {:28s} {:>8s} {:>6s} {:>8s} {:>8s} {:>8s} {:>8s}".format(*header))
+    for level, name, r in rows:
+        ref = next(x for lv, n, x in rows if lv == level and n.startswith("bare"))["rps"]
+        ratio = "" if name.startswith("sse") else f"{r['rps'] / ref:8.3f}"
+        unit = "ev/s" if name.startswith("sse") else ""
         print(
-            f"{name:28s} {r['requests']:8d} {r['errors']:6d} {r['rps']:8.1f} {r['p50']:8.2f} {r['p99']:8.2f} "
-            f"{r['rps'] / ref:8.3f}"
+            f"{level:4d} {name:28s} {r['requests']:8d} {r['errors']:6d} {r['rps']:8.1f} {r['p50']:8.2f} "
+            f"{r['p99']:8.2f} {ratio:>8s} {unit}"
         )
 
 
