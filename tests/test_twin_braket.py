@@ -303,3 +303,15 @@ def test_partly_failed_submission_cancels_or_is_adopted_by_the_retry(braket_twin
         assert len(braket_twin.tasks) == 2 and set(braket_twin.tasks) == set(job.job_ids)
         braket_twin.release()
         np.testing.assert_array_equal(be.fetch(job).single_shot, z)
+
+
+def test_queue_delay_keeps_tasks_queued_then_they_complete(braket_twin: BraketTwin) -> None:
+    braket_twin.queue_delay_s = 1.0
+    be = braket(QPU_ARN)
+    z, ang = known_spikes(B=2, n=2)
+    job = be.submit(z, ang)
+    assert be.poll(job) == "queued"
+    info = be.queue_info(job)
+    assert info is not None and info.position == 0
+    np.testing.assert_array_equal(be.fetch(job).single_shot, z)  # fetch waits out the queue
+    assert be.poll(job) == "done" and be.queue_info(job) is None

@@ -290,6 +290,8 @@ class BraketTwin:
             "AWS_DEFAULT_REGION": REGION,
             "AWS_RETRY_MODE": "standard",
             "AWS_MAX_ATTEMPTS": "2",
+            "AWS_CONFIG_FILE": "/dev/null",  # no profile of the machine's user leaks in
+            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
         }
 
     # --- scripting -------------------------------------------------------------------------------------

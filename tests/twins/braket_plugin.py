@@ -43,9 +43,8 @@ def braket_s3() -> Iterator[str]:
 def _point_at(twin: BraketTwin, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in twin.env().items():
         monkeypatch.setenv(key, value)
-    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "BRAKET_ENDPOINT", "AWS_CONFIG_FILE"):
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "BRAKET_ENDPOINT"):
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
 
 
 @pytest.fixture
