@@ -60,6 +60,7 @@ STATUS_HINTS = {
     403: "; not permitted for this instance or plan",
     409: "; refused in the current state (usage limit reached, job already final, session closed)",
 }
+DEAD: tuple[JobState, ...] = ("failed", "cancelled")  # states in which a tagged job does not count as submitted
 T = TypeVar("T")
 
 
@@ -250,17 +251,33 @@ class IBMRuntimeBackend(QiskitBackend):
             optimization_level=self.options.optimization_level,
         )
 
+    def _tagged(self, tag: str) -> list[Any]:
+        """Jobs submitted with ``tag`` that have not failed or been cancelled, oldest first."""
+        jobs = self._call(
+            "listing jobs by tag",
+            lambda: self._service.jobs(job_tags=[tag], limit=10, backend_name=self.device_name, descending=False),
+        )
+        return [j for j in jobs if normalise_state(self._call("reading a job status", j.status)) not in DEAD]
+
     def _existing(self, tag: str) -> Any:
-        """A non-failed job already submitted with ``tag`` (de-duplication), or None."""
+        """The job already submitted with ``tag`` (de-duplication), or None."""
         if self.local:
             return self._by_tag.get(tag)
-        jobs = self._call(
-            "listing jobs by tag", lambda: self._service.jobs(job_tags=[tag], limit=10, backend_name=self.device_name)
-        )
-        for job in jobs:
-            if normalise_state(self._call("reading a job status", job.status)) not in ("failed", "cancelled"):
-                return job
-        return None
+        live = self._tagged(tag)
+        return live[0] if live else None
+
+    def _deduplicated(self, tag: str, job: Any) -> Any:
+        """The oldest live job with ``tag``; later ones (``job`` included) are cancelled. The client retries a
+        POST that got a 5xx, so a job the server created before failing can exist twice; every process that
+        submits the same tag keeps the same one."""
+        live = self._tagged(tag)
+        if not live:  # the listing does not show the new job yet
+            return job
+        keep = live[0]
+        extra = {j.job_id(): j for j in [*live[1:], job] if j.job_id() != keep.job_id()}
+        for duplicate in extra.values():
+            self._cancel(duplicate)
+        return keep
 
     def _mode_class(self) -> Any:
         from qiskit_ibm_runtime import Batch, Session
@@ -303,8 +320,10 @@ class IBMRuntimeBackend(QiskitBackend):
         if self.local and request.seed is not None:
             sampler.options.simulator.seed_simulator = request.seed
         job = self._call("submitting the job", lambda: sampler.run(pubs, shots=request.shots))
-        if self.local and tag is not None:
+        if tag is not None and self.local:
             self._by_tag[tag] = job
+        elif tag is not None:
+            job = self._deduplicated(tag, job)
         return job
 
     def _submit(self, request: LayerRequest) -> SubmittedJob:
@@ -341,9 +360,11 @@ class IBMRuntimeBackend(QiskitBackend):
         """Cancel the provider job; harmless when it already ended (the API answers 409)."""
         if self.local:
             return
+        self._cancel(self._job(job))
+
+    def _cancel(self, provider_job: Any) -> None:
         from qiskit_ibm_runtime.exceptions import RuntimeInvalidStateError
 
-        provider_job = self._job(job)
         try:
             provider_job.cancel()
         except RuntimeInvalidStateError:

@@ -143,6 +143,18 @@ def test_server_errors_are_retried_by_the_client_without_duplicate_jobs(ibm_twin
     assert ibm_twin.submissions == 3 and list(ibm_twin.jobs) == job.job_ids
 
 
+def test_job_created_twice_by_the_clients_post_retry_is_cancelled(ibm_twin: IBMTwin) -> None:
+    ibm_twin.faults.add(Fault("POST", JOBS, status=502, after=True))  # created, then a gateway error: retried
+    ibm_twin.faults.queue_delay_s = 1.0  # the duplicate is still queued when it is found
+    z, ang = small_layer()
+    be = backend()
+    job = be.submit(z, ang, idempotency_key="job-3/layer-1")
+    first, second = ibm_twin.jobs.values()
+    assert ibm_twin.submissions == 2 and job.job_ids == [first.id] and second.status == "Cancelled"
+    assert backend().submit(z, ang, idempotency_key="job-3/layer-1").job_ids == [first.id]
+    assert be.fetch(job).spikes.shape == (2, 2, 1, 2) and len(ibm_twin.jobs) == 2
+
+
 def test_persistent_unavailability_exhausts_client_retries_as_retryable(ibm_twin: IBMTwin) -> None:
     z, ang = small_layer()
     be = backend()
