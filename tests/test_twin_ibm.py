@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -262,6 +265,21 @@ def test_planted_secrets_never_reach_messages_logs_or_results(
     for text in texts:
         for secret in (key, key[::-1], "planted0account", "planted0other"):
             assert secret not in text
+
+
+def test_another_process_reaches_the_twin_with_its_env(ibm_twin: IBMTwin) -> None:
+    # what a Celery worker started by an end-to-end test gets: twin.env() in its environment
+    script = (
+        "import numpy as np; from backends.ibm import IBMRuntimeBackend; "
+        f"be = IBMRuntimeBackend({DEVICE!r}, local=False); "
+        "print(be.run_layer(np.full((2, 1, 1), 0.3), np.ones((3, 1)), shots=7).spikes.shape)"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QISKIT_IBM_", "SQSNN_IBM_"))}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env={**env, **ibm_twin.env()}, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "(2, 1, 7, 1)" and len(ibm_twin.jobs) == 1
 
 
 def test_redact_removes_instance_crns() -> None:
