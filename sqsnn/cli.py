@@ -65,6 +65,9 @@ def train(
     direct: Annotated[bool, typer.Option(help="Direct input-to-output synapses.")] = False,
     seed: int = 0,
     limit_train: Annotated[int | None, typer.Option(help="Use a stratified subset of the training set.")] = None,
+    val_fraction: Annotated[
+        float, typer.Option(help="Share of the training split held out (stratified) to choose the epoch; 0: none.")
+    ] = 0.1,
     data_dir: DataDirOpt = None,
     out: Annotated[Path | None, typer.Option(help="Write the trained model here (.pt).")] = None,
 ) -> None:
@@ -75,7 +78,7 @@ def train(
     from sqsnn.training.bptt import train as run_training
 
     try:
-        data = load_dataset(dataset, data_dir, limit_train=limit_train)
+        data = load_dataset(dataset, data_dir, limit_train=limit_train, val_fraction=val_fraction)
         if data.kind == "frames":
             steps = int(data.x_train.shape[1])
         net = SQSNetwork(
@@ -100,8 +103,9 @@ def train(
         )
     except ValueError as exc:
         _fail(str(exc))
+    n_val = 0 if data.x_val is None else data.x_val.shape[0]
     console.print(
-        f"[bold]{dataset}[/bold] {data.x_train.shape[0]} train / {data.x_test.shape[0]} test · network "
+        f"[bold]{dataset}[/bold] {data.x_train.shape[0]} train / {n_val} val / {data.x_test.shape[0]} test · network "
         f"{'-'.join(map(str, net.config.sizes))} · mode {mode} · T {config.T} · "
         f"{net.num_parameters():,} parameters"
     )
@@ -121,28 +125,44 @@ def train(
             progress.update(task, advance=1, epoch=epoch, loss=value)
 
         def on_epoch(metrics: Any, _checkpoint: Any) -> None:
+            held_out = (
+                f"val acc {metrics.val_accuracy:.2%}"
+                if metrics.val_accuracy is not None
+                else f"test acc {metrics.test_accuracy:.2%}"
+            )
             progress.console.print(
                 f"epoch {metrics.epoch}: train loss {metrics.train_loss:.3f}, train acc "
-                f"{metrics.train_accuracy:.2%}, test acc {metrics.test_accuracy:.2%}, spike rates "
+                f"{metrics.train_accuracy:.2%}, {held_out}, spike rates "
                 f"{', '.join(f'{r:.3f}' for r in metrics.spike_rates)} ({metrics.seconds:.1f} s)"
             )
 
         result = run_training(net, data, config, on_batch=on_batch, on_epoch=on_epoch)
     table = Table(title="result")
-    for column in ("test accuracy", "spike rate per layer", "parameters"):
+    for column in ("epoch kept", "val accuracy", "test accuracy", "test spike rate per layer", "parameters"):
         table.add_column(column)
     table.add_row(
+        str(result.best_epoch),
+        f"{result.val_accuracy:.2%}" if result.val_accuracy is not None else "–",
         f"{result.test_accuracy:.2%}",
         " / ".join(f"{r:.3f}" for r in result.spike_rates),
         f"{net.num_parameters():,}",
     )
     console.print(table)
+    if result.val_accuracy is not None:
+        console.print(
+            f"epoch {result.best_epoch} had the best validation accuracy ({data.x_val.shape[0]} samples held "  # type: ignore[union-attr]
+            "out of the training split); its weights are kept and the test split was evaluated once with them."
+        )
+    else:
+        console.print("no validation split (--val-fraction 0): the last epoch is kept, its test accuracy shown.")
     if out is not None:
         net.save(
             out,
             dataset=dataset,
             train_config=dataclasses.asdict(config),
             metrics=[dataclasses.asdict(m) for m in result.metrics],
+            best_epoch=result.best_epoch,
+            val_accuracy=result.val_accuracy,
             test_accuracy=result.test_accuracy,
         )
         console.print(f"model written to {out}")

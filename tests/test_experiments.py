@@ -258,3 +258,35 @@ def test_cli_run_and_report(tmp_path: Path) -> None:
     bad.write_text('results_dir = "x"\ndatasets = ["digits"]\nmodels = []\ncolour = 1\n')
     refused = runner.invoke(experiment_app, ["run", str(bad)])
     assert refused.exit_code != 0 and "unknown key(s) colour" in _flat(refused.output)
+
+
+def test_cells_are_chosen_on_validation_and_tested_once(tmp_path: Path) -> None:
+    text = GRID.replace("max_epochs = 1", "max_epochs = 3")
+    config = _write_config(tmp_path, text)
+    run_experiment(config, log=lambda _: None)
+    results = tmp_path / "results"
+    cells = {c["key"]: c for c in _rows(results / "cells.csv")}
+    epochs = _rows(results / "epochs.csv")
+    for key, cell in cells.items():
+        own = [e for e in epochs if e["key"] == key]
+        assert all(e["val_accuracy"] and not e["test_accuracy"] for e in own)  # the test split is not looked at
+        vals = [float(e["val_accuracy"]) for e in own]
+        assert int(cell["best_epoch"]) == vals.index(max(vals)) + 1
+        assert float(cell["val_accuracy"]) == max(vals)
+        assert 0.0 <= float(cell["test_accuracy"]) <= 1.0
+    table = (results / "results.md").read_text()
+    assert "| Val accuracy (%) | Test accuracy (%) |" in table and "Best epoch" in table
+
+
+def test_appending_to_a_file_with_an_older_header_keeps_every_value_under_its_column(tmp_path: Path) -> None:
+    from sqsnn.experiments.records import append_rows, read_rows
+
+    path = tmp_path / "cells.csv"
+    path.write_text("key,test_accuracy\nold,0.5\n")
+    append_rows(
+        path, ["key", "val_accuracy", "test_accuracy"], [{"key": "new", "val_accuracy": "0.7", "test_accuracy": "0.6"}]
+    )
+    assert read_rows(path) == [
+        {"key": "old", "val_accuracy": "", "test_accuracy": "0.5"},
+        {"key": "new", "val_accuracy": "0.7", "test_accuracy": "0.6"},
+    ]

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from sqsnn.cli import app
 from sqsnn.datasets import load_dataset
 from sqsnn.network import NetworkConfig, NetworkOutput, SQSNetwork, load_model, predict_from_output
-from sqsnn.training.bptt import Checkpoint, TrainConfig, TrainingStopped, train
+from sqsnn.training.bptt import Checkpoint, TrainConfig, TrainingStopped, evaluate, train
 
 
 def test_parameter_count_is_weights_biases_and_three_angles_per_neuron() -> None:
@@ -86,7 +86,36 @@ def test_training_learns_and_resumes_from_a_checkpoint() -> None:
             should_stop=lambda: len(saved) == 3,
         )
     resumed = train(SQSNetwork(NetworkConfig(sizes=[64, 16, 2], seed=5)), data, config, resume=saved[0])
-    assert [m.test_accuracy for m in resumed.metrics] == [m.test_accuracy for m in full.metrics]
+    assert [m.val_accuracy for m in resumed.metrics] == [m.val_accuracy for m in full.metrics]
+    assert (resumed.best_epoch, resumed.test_accuracy) == (full.best_epoch, full.test_accuracy)
+
+
+def test_the_best_validation_epoch_is_kept_and_the_test_split_evaluated_once_with_it() -> None:
+    data = load_dataset("digits", limit_train=400)
+    config = TrainConfig(epochs=5, batch_size=16, lr=2e-2, loss="probs", seed=1)
+    saved: list[Checkpoint] = []
+    net = SQSNetwork(NetworkConfig(sizes=[64, 12, 10], seed=3))
+    result = train(net, data, config, on_epoch=lambda _m, c: saved.append(c))
+    vals = [m.val_accuracy for m in result.metrics]
+    assert all(v is not None for v in vals) and all(m.test_accuracy is None for m in result.metrics)
+    best = vals.index(max(vals)) + 1  # the first epoch with the highest validation accuracy
+    assert result.best_epoch == best and result.val_accuracy == max(vals)
+    kept = saved[best - 1].model_state
+    assert all(torch.equal(v, kept[k]) for k, v in net.state_dict().items())
+    assert all(c.best_model_state is not None for c in saved)
+    # the reported test figures are one evaluation of the kept weights, continuing the run's generator
+    gen = torch.Generator()
+    gen.set_state(saved[-1].generator_state)
+    again = evaluate(net, data.x_test, data.y_test, data.kind, T=config.T, p_max=config.p_max, generator=gen)
+    assert (again.accuracy, again.spike_rates) == (result.test_accuracy, result.spike_rates)
+
+
+def test_without_a_validation_split_the_test_split_is_evaluated_every_epoch_and_the_last_kept() -> None:
+    data = load_dataset("digits", classes=[0, 1], val_fraction=0.0)
+    result = train(SQSNetwork(NetworkConfig(sizes=[64, 8, 2], seed=0)), data, TrainConfig(epochs=2, seed=0))
+    assert all(m.val_accuracy is None and m.test_accuracy is not None for m in result.metrics)
+    assert (result.best_epoch, result.val_accuracy) == (2, None)
+    assert result.test_accuracy == result.metrics[-1].test_accuracy
 
 
 def test_cli_train_then_evaluate(tmp_path: Path) -> None:

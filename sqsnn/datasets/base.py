@@ -4,11 +4,14 @@ Order of operations for every dataset (so that subsets are always subsets of the
 
 1. the dataset's fixed train/test split (its own file split, or a seeded stratified split);
 2. ``classes``: keep those labels, relabelled ``0..k-1`` in the order given;
-3. ``limit_train`` / ``limit_test``: a seeded (seed 0) stratified subset of each side.
+3. ``limit_train`` / ``limit_test``: a seeded (seed 0) stratified subset of each side;
+4. ``val_fraction``: a seeded (``val_seed``) stratified part of what is left of the training side is held
+   out as the validation split (:func:`hold_out_validation`); the test side is never touched.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from sqsnn.encoders import DATA_KINDS, DataKind
 
 DATA_DIR_ENV = "SQSNN_DATA_DIR"
 SUBSET_SEED = 0
+VAL_FRACTION = 0.1  # the default validation share of the training split, for every dataset
 
 IntArray = npt.NDArray[np.int64]
 
@@ -44,6 +48,8 @@ class Dataset:
         n_classes: number of classes.
         kind: ``"static"`` or ``"frames"``.
         image_shape: ``(H, W)``.
+        x_val, y_val: the validation split held out of the training side (same layout as ``x_train``), or
+            ``None`` when no validation part was held out.
     """
 
     name: str
@@ -54,13 +60,20 @@ class Dataset:
     n_classes: int
     kind: DataKind
     image_shape: tuple[int, int]
+    x_val: Tensor | None = None
+    y_val: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in DATA_KINDS:
             raise ValueError(f"Dataset kind must be one of {DATA_KINDS}, got {self.kind!r}")
+        if (self.x_val is None) != (self.y_val is None):
+            raise ValueError("x_val and y_val must be given together (or both left None)")
         ndim = 2 if self.kind == "static" else 3
         h, w = self.image_shape
-        for side, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
+        sides = [("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)]
+        if self.x_val is not None and self.y_val is not None:
+            sides.append(("val", self.x_val, self.y_val))
+        for side, x, y in sides:
             if x.dim() != ndim or x.shape[-1] != h * w:
                 want = "(N, D)" if ndim == 2 else "(N, T, D)"
                 raise ValueError(
@@ -82,6 +95,45 @@ class Dataset:
         return self.image_shape[0] * self.image_shape[1]
 
 
+def hold_out_validation(data: Dataset, fraction: float, seed: int) -> Dataset:
+    """``data`` with a seeded, stratified ``fraction`` of its training side moved into ``x_val`` / ``y_val``.
+
+    ``fraction`` lies in [0, 1); 0 returns ``data`` unchanged (no validation split). The validation part
+    holds ``max(round(fraction * N), classes present)`` samples, stratified on the labels (sklearn
+    ``train_test_split``), so every class appears on both sides.
+
+    Raises:
+        DatasetError: ``fraction`` out of range, a dataset that already has a validation split, or too few
+            training samples to stratify.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0.0 <= fraction < 1.0:
+        raise DatasetError(f"val_fraction must lie in [0, 1) (0: no validation split), got {fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise DatasetError(f"val_seed must be an integer, got {seed!r}")
+    if fraction == 0:
+        return data
+    if data.x_val is not None:
+        raise DatasetError(f"dataset {data.name!r} already has a validation split")
+    labels = data.y_train.numpy()
+    present = len(np.unique(labels))
+    size = max(round(fraction * len(labels)), present)  # at least one of every class
+    if size > len(labels) - present:
+        raise DatasetError(
+            f"cannot hold out val_fraction={fraction} of the {len(labels)} training samples of dataset "
+            f"{data.name!r}: a stratified split needs at least one sample of each of its {present} classes on "
+            "both sides; use a larger training set or val_fraction=0"
+        )
+    keep, val = stratified_split(labels, size, seed)
+    keep, val = np.sort(keep), np.sort(val)  # the files' order within each side
+    return dataclasses.replace(
+        data,
+        x_train=data.x_train[keep],
+        y_train=data.y_train[keep],
+        x_val=data.x_train[val],
+        y_val=data.y_train[val],
+    )
+
+
 def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
     """``data_dir`` if given, else the ``SQSNN_DATA_DIR`` environment variable, else ``None``."""
     if data_dir is not None:
@@ -90,9 +142,10 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
     return Path(env).expanduser() if env else None
 
 
-def candidate_dirs(root: Path, name: str) -> list[Path]:
-    """Directories searched for a dataset's files: ``<root>/<name>`` then ``<root>`` itself."""
-    return [root / name, root]
+def candidate_dirs(root: Path, name: str, aliases: Sequence[str] = ()) -> list[Path]:
+    """Directories searched for a dataset's files: ``<root>/<name>``, ``<root>/<alias>`` for each alias,
+    then ``<root>`` itself."""
+    return [root / name, *(root / alias for alias in aliases), root]
 
 
 def pointing_hint() -> str:

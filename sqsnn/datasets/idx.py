@@ -9,6 +9,8 @@ IDX layout: two zero bytes, a type byte (``0x08`` = unsigned byte), the number o
 ``k`` big-endian uint32 sizes and the row-major data. Images are ``(N, H, W)`` (magic ``0x00000803``),
 labels ``(N,)`` (magic ``0x00000801``). The real sets hold 60,000 train / 10,000 test 28x28 images; any
 consistent count is accepted. The split is the files' own train/test split; pixels are scaled by 1/255.
+Besides ``<data dir>/<name>`` and the data dir itself, the folder names of :data:`FOLDER_ALIASES` are
+searched (Fashion-MNIST's files often sit in ``fashion-mnist/``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ IDX_FILES: dict[str, str] = {
 }
 UBYTE = 0x08
 N_CLASSES = 10
+FOLDER_ALIASES: dict[str, tuple[str, ...]] = {"fmnist": ("fashion-mnist", "fashion_mnist")}
 
 
 def read_idx(path: Path, ndim: int) -> npt.NDArray[np.uint8]:
@@ -62,8 +65,8 @@ def read_idx(path: Path, ndim: int) -> npt.NDArray[np.uint8]:
 
 
 def find_idx_files(name: str, root: Path | None) -> dict[str, Path]:
-    """The four IDX files of ``name``: the first directory among ``<root>/<name>``, ``<root>`` that
-    holds all four (each plain or ``.gz``).
+    """The four IDX files of ``name``: the first directory among ``<root>/<name>``, ``<root>/<alias>``
+    (:data:`FOLDER_ALIASES`), ``<root>`` that holds all four (each plain or ``.gz``).
 
     Raises:
         DatasetError: naming the expected files, the directories searched and how to point at them.
@@ -75,7 +78,7 @@ def find_idx_files(name: str, root: Path | None) -> dict[str, Path]:
             f"was given. {pointing_hint()}"
         )
     searched = []
-    for directory in candidate_dirs(root, name):
+    for directory in candidate_dirs(root, name, FOLDER_ALIASES.get(name, ())):
         found: dict[str, Path] = {}
         for key, base in IDX_FILES.items():
             for file_name in (base, base + ".gz"):

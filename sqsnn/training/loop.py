@@ -2,7 +2,13 @@
 
 A trainer supplies a :class:`Learner`: one learning step on an encoded batch, and the state it needs to
 resume (optimiser moments, baselines). The loop owns everything else — shuffling, encoding, stop requests,
-evaluation, metrics, checkpoints and resumption — so that the two trainers behave identically there.
+evaluation, epoch selection, metrics, checkpoints and resumption — so that the two trainers behave
+identically there.
+
+Epoch selection: when the dataset has a validation split, it is evaluated after every epoch, the weights
+of the epoch with the highest validation accuracy are kept (the first such epoch), and the test split is
+evaluated once, after the last epoch, with those weights. Without a validation split the test split is
+evaluated after every epoch and the last epoch's weights are kept.
 """
 
 from __future__ import annotations
@@ -18,7 +24,15 @@ from torch import Tensor, nn
 
 from sqsnn.datasets import Dataset
 from sqsnn.encoders import encode
-from sqsnn.training.results import Checkpoint, EpochMetrics, TrainingStopped, TrainResult, evaluate
+from sqsnn.training.results import (
+    Checkpoint,
+    EpochMetrics,
+    EvalResult,
+    TrainingStopped,
+    TrainResult,
+    best_epoch,
+    evaluate,
+)
 
 
 class Learner(Protocol):
@@ -70,14 +84,17 @@ def run_epochs(
     on_batch: Callable[[int, int, float], None] | None,
     should_stop: Callable[[], bool] | None,
 ) -> TrainResult:
-    """Train for ``settings.epochs`` epochs (after ``resume``'s, if given) and evaluate after each."""
+    """Train for ``settings.epochs`` epochs (after ``resume``'s, if given), evaluate after each, and return
+    the selected epoch's model and figures (see the module docstring)."""
     metrics: list[EpochMetrics] = []
+    best_state: dict[str, Any] | None = None
     first_epoch = 1
     if resume is not None:
         model.load_state_dict(resume.model_state)
         learner.load_state_dict(resume.optimizer_state)
         generator.set_state(resume.generator_state)
         metrics = list(resume.metrics)
+        best_state = resume.best_model_state
         first_epoch = resume.epoch + 1
     n_train = len(data.y_train)
     n_batches = math.ceil(n_train / settings.batch_size)
@@ -96,35 +113,79 @@ def run_epochs(
             correct += hits
             if on_batch is not None:
                 on_batch(epoch, b, loss)
-        result = evaluate(
-            model,  # type: ignore[arg-type]
-            data.x_test,
-            data.y_test,
-            data.kind,
-            T=settings.T,
-            p_max=settings.p_max,
-            generator=generator,
-            batch_size=settings.eval_batch_size,
-            loss=settings.loss,  # type: ignore[arg-type]
-            logit_scale=settings.logit_scale,
-        )
+        validating = data.x_val is not None and data.y_val is not None
+        result = _evaluate_split(model, data, "val" if validating else "test", settings, generator)
         metrics.append(
             EpochMetrics(
                 epoch=epoch,
                 train_loss=total_loss / n_train,
                 train_accuracy=correct / (n_train * settings.runs_per_sample),
-                test_accuracy=result.accuracy,
+                test_accuracy=None if validating else result.accuracy,
+                val_accuracy=result.accuracy if validating else None,
                 spike_rates=result.spike_rates,
                 seconds=time.perf_counter() - started,
             )
         )
+        if validating and best_epoch(metrics) is metrics[-1]:
+            best_state = _snapshot(model)
         if on_epoch is not None:
             checkpoint = Checkpoint(
                 epoch=epoch,
-                model_state={k: v.detach().clone() for k, v in model.state_dict().items()},
+                model_state=_snapshot(model),
                 optimizer_state=learner.state_dict(),
                 generator_state=generator.get_state(),
                 metrics=list(metrics),
+                best_model_state=best_state,
             )
             on_epoch(metrics[-1], checkpoint)
-    return TrainResult.from_metrics(metrics)
+    return _final_result(model, data, settings, generator, metrics, best_state)
+
+
+def _snapshot(model: nn.Module) -> dict[str, Any]:
+    """A detached copy of the model's weights."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _evaluate_split(
+    model: nn.Module, data: Dataset, split: str, settings: LoopSettings, generator: torch.Generator
+) -> EvalResult:
+    """Single-shot evaluation on the ``val`` or ``test`` split."""
+    x, y = (data.x_val, data.y_val) if split == "val" else (data.x_test, data.y_test)
+    assert x is not None and y is not None
+    return evaluate(
+        model,  # type: ignore[arg-type]
+        x,
+        y,
+        data.kind,
+        T=settings.T,
+        p_max=settings.p_max,
+        generator=generator,
+        batch_size=settings.eval_batch_size,
+        loss=settings.loss,  # type: ignore[arg-type]
+        logit_scale=settings.logit_scale,
+    )
+
+
+def _final_result(
+    model: nn.Module,
+    data: Dataset,
+    settings: LoopSettings,
+    generator: torch.Generator,
+    metrics: list[EpochMetrics],
+    best_state: dict[str, Any] | None,
+) -> TrainResult:
+    """Load the selected epoch's weights and report its figures (one test evaluation when validating)."""
+    chosen = best_epoch(metrics)
+    if chosen is None:
+        return TrainResult(metrics=metrics, test_accuracy=float("nan"), spike_rates=[])
+    if chosen.val_accuracy is None:
+        assert chosen.test_accuracy is not None
+        return TrainResult(metrics, chosen.test_accuracy, chosen.spike_rates, best_epoch=chosen.epoch)
+    if best_state is None:
+        raise ValueError(
+            "the checkpoint holds validation metrics but no best-epoch weights; it was written by an older "
+            "sqsnn — resume is not possible, train again"
+        )
+    model.load_state_dict(best_state)
+    test = _evaluate_split(model, data, "test", settings, generator)
+    return TrainResult(metrics, test.accuracy, test.spike_rates, chosen.val_accuracy, chosen.epoch)

@@ -27,14 +27,21 @@ class SpikingModel(Protocol):
 
 @dataclass
 class EpochMetrics:
-    """Metrics after one epoch; ``spike_rates`` are spikes per neuron per step on the test set, per layer."""
+    """Metrics after one epoch.
+
+    One held-out split is evaluated per epoch: the validation split when the dataset has one
+    (``val_accuracy`` set, ``test_accuracy`` None — the test split is then evaluated once, after training,
+    on the selected epoch's weights), else the test split (``test_accuracy`` set, ``val_accuracy`` None).
+    ``spike_rates`` are spikes per neuron per step on that split, per layer.
+    """
 
     epoch: int
     train_loss: float
     train_accuracy: float
-    test_accuracy: float
+    test_accuracy: float | None
     spike_rates: list[float]
     seconds: float
+    val_accuracy: float | None = None
 
 
 @dataclass
@@ -56,25 +63,33 @@ class Checkpoint:
     optimizer_state: dict[str, Any]
     generator_state: Tensor
     metrics: list[EpochMetrics]
+    best_model_state: dict[str, Any] | None = None
+
+
+def best_epoch(metrics: list[EpochMetrics]) -> EpochMetrics | None:
+    """The epoch kept: the first with the highest validation accuracy, else (no validation) the last."""
+    if not metrics:
+        return None
+    if metrics[0].val_accuracy is None:
+        return metrics[-1]
+    return max(metrics, key=lambda m: (m.val_accuracy, -m.epoch))
 
 
 @dataclass
 class TrainResult:
-    """Per-epoch metrics and the final test accuracy and spike rates."""
+    """Per-epoch metrics and the final figures of the model that training returns.
+
+    With a validation split the model holds the weights of ``best_epoch`` (highest validation accuracy,
+    ``val_accuracy``) and ``test_accuracy`` / ``spike_rates`` come from one evaluation of the test split with
+    those weights; without one, the last epoch is kept and its test figures are reported
+    (``val_accuracy`` None). ``best_epoch`` is 0 and the figures NaN / empty before any epoch.
+    """
 
     metrics: list[EpochMetrics]
     test_accuracy: float
     spike_rates: list[float]
-
-    @classmethod
-    def from_metrics(cls, metrics: list[EpochMetrics]) -> TrainResult:
-        """The result whose final figures are the last epoch's (NaN and none before any epoch)."""
-        last = metrics[-1] if metrics else None
-        return cls(
-            metrics=metrics,
-            test_accuracy=last.test_accuracy if last else float("nan"),
-            spike_rates=last.spike_rates if last else [],
-        )
+    val_accuracy: float | None = None
+    best_epoch: int = 0
 
 
 class TrainingStopped(RuntimeError):
