@@ -1,5 +1,5 @@
 """Service commands, mounted into ``sqsnn`` through the ``sqsnn.cli`` entry points:
-``sqsnn serve``, ``sqsnn demo`` and ``sqsnn keys create --owner NAME``."""
+``sqsnn serve``, ``sqsnn demo``, ``sqsnn prune`` and ``sqsnn keys create --owner NAME``."""
 
 from __future__ import annotations
 
@@ -45,6 +45,21 @@ def keys_create(owner: Annotated[str, typer.Option(help="who the key belongs to"
             raise typer.Exit(2) from None
     console.print(f"API key for [bold]{owner}[/bold] (shown once, store it now):")
     print(key)
+
+
+def prune() -> None:
+    """Apply the retention settings once: checkpoints beyond the newest SQSNN_CHECKPOINT_KEEP of each job (the
+    best stays) and progress events of jobs finished SQSNN_PROGRESS_EVENT_RETENTION_S ago. Run it from cron."""
+    from service.retention import prune as apply_retention
+
+    settings = _settings()
+    sessions = make_sessionmaker(settings)
+    with sessions() as s:
+        pruned = apply_retention(s, settings)
+    console.print(
+        f"deleted {pruned.checkpoints} checkpoints ({pruned.checkpoint_bytes} bytes) "
+        f"and {pruned.progress_events} progress events"
+    )
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
@@ -168,6 +183,7 @@ def demo(
 app = typer.Typer(help="sqsnn job service.", no_args_is_help=True)
 app.command()(serve)
 app.command()(demo)
+app.command()(prune)
 app.add_typer(keys_app, name="keys")
 
 if __name__ == "__main__":

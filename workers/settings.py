@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     sse_poll_s: float = Field(default=5.0, gt=0)
     sse_max_s: float = Field(default=3600.0, gt=0)
     sse_keepalive_s: float = Field(default=15.0, gt=0)
+    checkpoint_keep: int = Field(default=3, ge=1)
+    progress_event_retention_s: float = Field(default=7 * 86400.0, ge=0)
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:

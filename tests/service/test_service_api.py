@@ -251,3 +251,43 @@ def test_submit_limits_are_422_naming_the_limit_and_quota_is_403(limited, train_
     assert statuses == sorted(statuses, key=lambda code: code == 403)  # once refused, always refused
     r = c.post("/v1/jobs", json=train_body(seed=99))
     assert r.status_code == 403 and "SQSNN_STORAGE_QUOTA_BYTES" in r.json()["message"]
+
+
+def test_retention_keeps_the_newest_checkpoints_and_the_best(served, settings, tmp_path) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from service.retention import prune
+    from workers.models import Checkpoint, EpochMetric, Job, JobEvent, utcnow
+
+    accuracies = {1: 0.5, 2: 0.9, 3: 0.6, 4: 0.7, 5: 0.65}  # keep 2: epochs 5 and 4, and 2 (the best)
+    now = utcnow()
+    with served.app.state.sessions() as s:
+        jobs = {}
+        for state, finished in (("succeeded", now - timedelta(days=8)), ("running", None)):
+            job = Job(
+                owner=f"retention-{uuid.uuid4().hex[:6]}", kind="train", state=state, spec={}, backend="exact",
+                queue="sqsnn.sim", request_hash="0" * 64, finished_at=finished,
+            )  # fmt: skip
+            s.add(job)
+            s.flush()
+            jobs[state] = job.id
+            for epoch, acc in accuracies.items():
+                path = tmp_path / f"{state}-{epoch}.pt"
+                path.write_bytes(b"x" * 100)
+                s.add(Checkpoint(job_id=job.id, epoch=epoch, path=str(path), sha256="0" * 64, size_bytes=100))
+                s.add(EpochMetric(job_id=job.id, epoch=epoch, train_loss=1.0, train_accuracy=acc,
+                                  test_accuracy=acc, spike_rates=[0.1], seconds=1.0))  # fmt: skip
+            for kind in ("state", "progress", "progress", "epoch"):
+                s.add(JobEvent(job_id=job.id, kind=kind, data={}))
+        s.commit()
+        pruned = prune(s, settings.model_copy(update={"checkpoint_keep": 2}))
+        assert pruned.checkpoints >= 4 and pruned.progress_events >= 2
+        for state, job_id in jobs.items():
+            kept = s.scalars(select(Checkpoint.epoch).where(Checkpoint.job_id == job_id)).all()
+            assert sorted(kept) == [2, 4, 5]
+            assert sorted(p.name for p in tmp_path.glob(f"{state}-*.pt")) == [f"{state}-{e}.pt" for e in (2, 4, 5)]
+            kinds = sorted(s.scalars(select(JobEvent.kind).where(JobEvent.job_id == job_id)).all())
+            # progress events go only for jobs finished longer ago than the retention
+            assert kinds == (["epoch", "state"] if state == "succeeded" else ["epoch", "progress", "progress", "state"])
