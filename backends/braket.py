@@ -339,27 +339,27 @@ class BraketBackend(BaseBackend):
         self._parallel(cancel, arns)
 
     def _wait(self, job: SubmittedJob) -> None:
-        """Block until every task ended; raise :class:`ProviderError` for a FAILED or CANCELLED task (final) or
-        when ``poll_timeout_s`` passes first (retryable: the tasks keep running)."""
+        """Block until every task ended (re-reading only those still pending); raise :class:`ProviderError`
+        for a FAILED or CANCELLED task (final) or when ``poll_timeout_s`` passes first (retryable: the tasks
+        keep running)."""
         deadline = time.monotonic() + self.options.poll_timeout_s
+        pending = list(job.job_ids)
         while True:
-            tasks = self._states(job)
+            tasks = self._parallel(self._describe, pending)
             for task in tasks:
+                arn = task["quantumTaskArn"]
                 if task["status"] == "FAILED":
                     reason = task.get("failureReason") or "no reason given"
-                    raise ProviderError(
-                        redact(f"{self.name}: task {task['quantumTaskArn']} FAILED: {reason}"), retryable=False
-                    )
+                    raise ProviderError(redact(f"{self.name}: task {arn} FAILED: {reason}"), retryable=False)
                 if task["status"] == "CANCELLED":
-                    raise ProviderError(
-                        redact(f"{self.name}: task {task['quantumTaskArn']} was CANCELLED"), retryable=False
-                    )
-            if all(task["status"] == "COMPLETED" for task in tasks):
+                    raise ProviderError(redact(f"{self.name}: task {arn} was CANCELLED"), retryable=False)
+            pending = [task["quantumTaskArn"] for task in tasks if task["status"] != "COMPLETED"]
+            if not pending:
                 return
             if time.monotonic() > deadline:
-                waiting = sum(task["status"] != "COMPLETED" for task in tasks)
                 raise ProviderError(
-                    f"{self.name}: {waiting} of {len(tasks)} tasks not finished after {self.options.poll_timeout_s} s",
+                    f"{self.name}: {len(pending)} of {len(job.job_ids)} tasks not finished after "
+                    f"{self.options.poll_timeout_s} s",
                     retryable=True,
                 )
             time.sleep(self.options.poll_interval_s)

@@ -315,3 +315,15 @@ def test_queue_delay_keeps_tasks_queued_then_they_complete(braket_twin: BraketTw
     assert info is not None and info.position == 0
     np.testing.assert_array_equal(be.fetch(job).single_shot, z)  # fetch waits out the queue
     assert be.poll(job) == "done" and be.queue_info(job) is None
+
+
+def test_fetch_gives_up_retryably_when_tasks_outlast_the_poll_timeout(braket_twin: BraketTwin) -> None:
+    braket_twin.hold = True
+    be = braket(QPU_ARN, poll_timeout_s=0.3)
+    z, ang = known_spikes(B=2, n=2)
+    job = be.submit(z, ang)
+    with pytest.raises(ProviderError, match=r"1 of 1 tasks not finished after 0\.3 s") as err:
+        be.fetch(job)
+    assert err.value.retryable and braket_twin.statuses() == ["QUEUED"]
+    braket_twin.release()
+    np.testing.assert_array_equal(be.fetch(job).single_shot, z)
