@@ -327,3 +327,12 @@ def test_fetch_gives_up_retryably_when_tasks_outlast_the_poll_timeout(braket_twi
     assert err.value.retryable and braket_twin.statuses() == ["QUEUED"]
     braket_twin.release()
     np.testing.assert_array_equal(be.fetch(job).single_shot, z)
+
+
+def test_answer_lost_after_the_task_was_created_makes_no_duplicate(braket_twin: BraketTwin) -> None:
+    braket_twin.faults.append(Fault("CreateQuantumTask", "drop_after"))  # created, then the answer is lost
+    be = braket(QPU_ARN)
+    z, ang = known_spikes(B=2, n=2)
+    job = be.submit(z, ang)  # boto3 retries with the same clientToken
+    assert braket_twin.create_calls == 2 and list(braket_twin.tasks) == job.job_ids
+    np.testing.assert_array_equal(be.fetch(job).single_shot, z)

@@ -11,7 +11,8 @@ limits and standardized calibration data).
 Scripted per test: device status (:meth:`BraketTwin.set_status`), queue delay and holding tasks in the queue
 (``queue_delay_s``, ``hold`` + :meth:`release`), the fate of the next tasks (:class:`TaskPlan`: FAILED with a
 reason, CANCELLED by the provider, results missing from S3 until :meth:`publish_results`) and HTTP faults
-(:class:`Fault`: throttling 429, 5xx, dropped connection, wrong or expired credentials) on chosen operations.
+(:class:`Fault`: throttling 429, 5xx, connection dropped before or after serving, wrong or expired
+credentials) on chosen operations.
 Requests signed with an access key id other than :data:`ACCESS_KEY_ID` get ``UnrecognizedClientException``.
 ``create_calls`` counts CreateQuantumTask requests; a repeated ``clientToken`` returns the task it created.
 """
@@ -43,7 +44,7 @@ PROGRAM_SET = "braket.ir.openqasm.program_set"
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 
 Operation = Literal["GetDevice", "SearchDevices", "CreateQuantumTask", "GetQuantumTask", "CancelQuantumTask"]
-FaultKind = Literal["throttle", "server_error", "drop", "bad_credentials", "expired_credentials"]
+FaultKind = Literal["throttle", "server_error", "drop", "drop_after", "bad_credentials", "expired_credentials"]
 _FAULT_ANSWERS: dict[str, tuple[int, str, str]] = {
     "throttle": (429, "ThrottlingException", "Rate exceeded"),
     "server_error": (500, "InternalServiceException", "The request failed because of an unknown error."),
@@ -54,7 +55,8 @@ _FAULT_ANSWERS: dict[str, tuple[int, str, str]] = {
 
 @dataclass
 class Fault:
-    """Answer the next ``times`` requests of ``operation`` with ``kind`` instead of serving them."""
+    """Answer the next ``times`` requests of ``operation`` with ``kind`` instead of serving them; ``drop``
+    closes the connection unanswered, ``drop_after`` serves the request first (the answer is lost)."""
 
     operation: Operation
     kind: FaultKind
@@ -546,11 +548,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.twin.requests.append((operation, path))
         fault = self.twin.take_fault(operation)
         if fault is not None and fault.kind == "drop":
-            self.close_connection = True
-            self.connection.shutdown(2)
+            self._drop()
             return
         try:
-            if fault is not None:
+            if fault is not None and fault.kind != "drop_after":
                 status, code, message = _FAULT_ANSWERS[fault.kind]
                 raise ApiError(status, code, message)
             key = _CREDENTIAL.search(self.headers.get("Authorization", ""))
@@ -569,7 +570,14 @@ class _Handler(BaseHTTPRequestHandler):
         except ApiError as err:
             self._answer(err.status, {"message": err.message}, err.code)
             return
+        if fault is not None:  # drop_after
+            self._drop()
+            return
         self._answer(status, answer)
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        self.connection.shutdown(2)
 
     def _answer(self, status: int, body: dict[str, Any], error_code: str | None = None) -> None:
         data = json.dumps(body).encode()
