@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 import anyio
@@ -26,7 +27,7 @@ from service.schemas import JobOut, JobPage, JobResult, JobSummary
 from service.sse import MAX_EVENT_ID, event_response
 from workers.celery_app import enqueue
 from workers.events import add_event, commit_and_publish, set_state
-from workers.models import ACTIVE_STATES, TERMINAL_STATES, Job, JobKind, JobState, utcnow
+from workers.models import ACTIVE_STATES, TERMINAL_STATES, Job, JobKind, JobState, new_id, utcnow
 from workers.routing import check_backend, queue_for
 from workers.settings import Settings
 from workers.specs import InferJobSpec, JobSpec
@@ -43,11 +44,13 @@ def _full(job_id: str) -> Select[Job]:
     return select(Job).where(Job.id == job_id).options(selectinload(Job.epochs), selectinload(Job.submissions))
 
 
+@dataclass(frozen=True)
 class _Submitted:
-    """What the submit unit of work decided: the job, and whether it was created now or replayed."""
+    """What the submit unit of work decided: the job, its queue, and whether it was created now or replayed."""
 
-    def __init__(self, job: JobOut, queue: str, created: bool) -> None:
-        self.job, self.queue, self.created = job, queue, created
+    job: JobOut
+    queue: str
+    created: bool
 
 
 def _submit(
@@ -90,6 +93,7 @@ def _submit(
             )
         check_quota(s, settings, owner, len(spec_text))
         job = Job(
+            id=new_id(),
             owner=owner,
             kind=spec.kind,
             state="queued",
@@ -102,7 +106,6 @@ def _submit(
             created_at=utcnow(),
         )
         s.add(job)
-        s.flush()
         ev = set_state(s, job, "queued")
         try:
             commit_and_publish(s, settings.pubsub_url, [ev])

@@ -29,7 +29,7 @@ def test_missing_or_wrong_key_is_401(served) -> None:
         ({"encoder": {"T": 5, "p_max": 2}}, ["body", "train", "encoder", "p_max"]),
         ({"unexpected": 1}, ["body", "train", "unexpected"]),
         ({"training": {"method": "bptt", "estimator": "shift"}}, ["body", "train", "training"]),
-        ({"backend": "no-such-backend"}, ["body", "backend"]),
+        ({"backend": "no-such-backend"}, ["body", "train", "backend"]),
         ({"backend": "Bad Name!"}, ["body", "train", "backend"]),
     ],
 )
