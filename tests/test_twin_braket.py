@@ -18,6 +18,7 @@ from backends.braket import BraketBackend
 from backends.options import BraketOptions
 from tests.twins.braket import (
     ACCOUNT_ID,
+    DM_ARN,
     QPU_ARN,
     SECRET_ACCESS_KEY,
     SIM_ARN,
@@ -84,9 +85,10 @@ def test_task_count_equals_estimate_and_spikes_decode_in_order(
     assert braket_twin.create_calls == len(braket_twin.tasks) == res.jobs == tasks
 
 
-def test_simulator_device_runs_a_batch_as_one_program_set(braket_twin: BraketTwin) -> None:
+@pytest.mark.parametrize("arn", [SIM_ARN, DM_ARN])
+def test_simulator_device_runs_a_batch_as_one_program_set(braket_twin: BraketTwin, arn: str) -> None:
     z, ang = known_spikes(T=2, B=4, n=2)
-    res = braket(SIM_ARN).run_layer(z, ang)
+    res = braket(arn).run_layer(z, ang)
     np.testing.assert_array_equal(res.single_shot, z)
     assert res.jobs == braket_twin.create_calls == 1
     assert res.usage == {"tasks": 1, "executables": 4, "shots": 4}
@@ -270,9 +272,9 @@ def test_network_by_name_submits_as_many_tasks_as_estimated(braket_twin: BraketT
 def test_device_search_sees_the_twin_devices_and_their_status(braket_twin: BraketTwin) -> None:
     from braket.aws import AwsDevice
 
-    assert {d.arn for d in AwsDevice.get_devices(statuses=["ONLINE"])} == {SIM_ARN, QPU_ARN}
+    assert {d.arn for d in AwsDevice.get_devices(statuses=["ONLINE"])} == {SIM_ARN, DM_ARN, QPU_ARN}
     braket_twin.set_status(QPU_ARN, "OFFLINE")
-    assert {d.arn for d in AwsDevice.get_devices(statuses=["ONLINE"])} == {SIM_ARN}
+    assert {d.arn for d in AwsDevice.get_devices(statuses=["ONLINE"])} == {SIM_ARN, DM_ARN}
     assert [d.name for d in AwsDevice.get_devices(types=["QPU"], statuses=["OFFLINE"])] == ["gate-qpu"]
 
 

@@ -1,12 +1,13 @@
 """Amazon Braket twin: a loopback HTTP server speaking the Braket REST calls of ``AwsDevice`` / ``AwsQuantumTask``
 (GetDevice, SearchDevices, CreateQuantumTask, GetQuantumTask with QueueInfo, CancelQuantumTask).
 
-Tasks run on Braket's own ``StateVectorSimulator``; their results are written to S3 (a moto server, reached by
-the same boto3 clients) in Braket's result schema (``GateModelTaskResult`` or ``ProgramSetTaskResult``) under
-``<outputS3KeyPrefix>/<task uuid>/results.json``, as the service does. Two devices are served: :data:`SIM_ARN`
-(an SV1-like simulator, capabilities of the local simulator, program sets included) and :data:`QPU_ARN` (a
-gate-based QPU in the device-schema format, without reset or readable mid-circuit results, with program-set
-limits and standardized calibration data).
+Tasks run on Braket's own ``StateVectorSimulator`` (``DensityMatrixSimulator`` for :data:`DM_ARN`); their
+results are written to S3 (a moto server, reached by the same boto3 clients) in Braket's result schema
+(``GateModelTaskResult`` or ``ProgramSetTaskResult``) under ``<outputS3KeyPrefix>/<task uuid>/results.json``,
+as the service does. Devices served: :data:`SIM_ARN` and :data:`DM_ARN` (SV1/DM1-like simulators,
+capabilities of the local simulators, program sets included) and :data:`QPU_ARN` (a gate-based QPU in the
+device-schema format, without reset or readable mid-circuit results, with program-set limits and
+standardized calibration data).
 
 Scripted per test: device status (:meth:`BraketTwin.set_status`), queue delay and holding tasks in the queue
 (``queue_delay_s``, ``hold`` + :meth:`release`), the fate of the next tasks (:class:`TaskPlan`: FAILED with a
@@ -38,6 +39,7 @@ REGION = "us-east-1"
 ACCESS_KEY_ID = "AKIATWINEXAMPLE00001"
 SECRET_ACCESS_KEY = "twinSecret/DO-NOT-LOG+0123456789abcdefABCDEF"  # planted: must never be printed
 SIM_ARN = "arn:aws:braket:::device/quantum-simulator/amazon/sv1"
+DM_ARN = "arn:aws:braket:::device/quantum-simulator/amazon/dm1"
 QPU_ARN = f"arn:aws:braket:{REGION}::device/qpu/twin/gate-qpu"
 PROGRAM = "braket.ir.openqasm.program"
 PROGRAM_SET = "braket.ir.openqasm.program_set"
@@ -147,11 +149,11 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def simulator_capabilities() -> dict[str, Any]:
-    """The local state-vector simulator's capabilities (program sets included), as SV1 publishes them."""
+def simulator_capabilities(backend: Literal["braket_sv", "braket_dm"] = "braket_sv") -> dict[str, Any]:
+    """A local simulator's capabilities (program sets included), as SV1 / DM1 publish theirs."""
     from braket.devices import LocalSimulator
 
-    caps: dict[str, Any] = json.loads(LocalSimulator("braket_sv").properties.json())
+    caps: dict[str, Any] = json.loads(LocalSimulator(backend).properties.json())
     caps["service"]["getTaskPollIntervalMillis"] = 50
     return caps
 
@@ -237,6 +239,7 @@ class BraketTwin:
         self.s3_endpoint = s3_endpoint
         self.devices: dict[str, TwinDevice] = {
             SIM_ARN: TwinDevice(SIM_ARN, "SV1", "Amazon Braket", "SIMULATOR", simulator_capabilities()),
+            DM_ARN: TwinDevice(DM_ARN, "DM1", "Amazon Braket", "SIMULATOR", simulator_capabilities("braket_dm")),
             QPU_ARN: TwinDevice(QPU_ARN, "gate-qpu", "Twin", "QPU", qpu_capabilities()),
         }
         self.tasks: dict[str, TwinTask] = {}
@@ -308,8 +311,10 @@ class BraketTwin:
             self.plans.clear()
             self.queue_delay_s = 0.0
             self.hold = False
-            self.devices[SIM_ARN].status = self.devices[QPU_ARN].status = "ONLINE"
+            for device in self.devices.values():
+                device.status = "ONLINE"
             self.devices[SIM_ARN].capabilities = simulator_capabilities()
+            self.devices[DM_ARN].capabilities = simulator_capabilities("braket_dm")
             self.devices[QPU_ARN].capabilities = qpu_capabilities()
             self._wake.notify_all()
 
@@ -490,10 +495,11 @@ class BraketTwin:
             task.status = "COMPLETED"
 
     def _simulate(self, task: TwinTask) -> str:
-        from braket.default_simulator import StateVectorSimulator
+        from braket.default_simulator import DensityMatrixSimulator, StateVectorSimulator
         from braket.schema_common import BraketSchemaBase
 
-        result = StateVectorSimulator().run(BraketSchemaBase.parse_raw_schema(task.action), shots=task.shots)
+        simulator = DensityMatrixSimulator() if task.device_arn == DM_ARN else StateVectorSimulator()
+        result = simulator.run(BraketSchemaBase.parse_raw_schema(task.action), shots=task.shots)
         metadata = result.taskMetadata
         metadata.id, metadata.deviceId = task.arn, task.device_arn
         return str(result.json())
