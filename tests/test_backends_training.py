@@ -180,8 +180,8 @@ def test_official_mode_and_missing_shots_are_refused_on_circuit_backends() -> No
 
 
 # Chosen on a validation part of the training split (bench/hardware_train.py --select): chain estimator,
-# 32 shots, batch 16, lr 0.01, 4 epochs.
-AER_CONFIG = LocalConfig(estimator="chain", epochs=4, batch_size=16, T=5, shots=32, lr=0.01, seed=0)
+# 32 shots, batch 16, lr 0.01, 3 epochs (validation accuracy 0.986 on 72 held-out training images).
+AER_CONFIG = LocalConfig(estimator="chain", epochs=3, batch_size=16, T=5, shots=32, lr=0.01, seed=0)
 
 
 def test_local_rule_on_aer_with_shot_estimates_learns_digits_zero_vs_one() -> None:
@@ -196,15 +196,16 @@ def test_local_rule_on_aer_with_shot_estimates_learns_digits_zero_vs_one() -> No
 
 
 def test_local_rule_on_aer_noisy_completes_with_finite_updates_and_counts_impossible_outcomes() -> None:
-    data = _digits(limit_train=24)
-    cfg = LocalConfig(estimator="chain", epochs=1, batch_size=12, T=3, shots=16, lr=0.01, seed=0)
+    data = _digits(limit_train=48)
+    batch = len(data.y_train)  # one batch: every hidden spike of it is forbidden (below)
+    cfg = LocalConfig(estimator="chain", epochs=1, batch_size=batch, T=4, shots=8, lr=0.01, seed=0)
     net = SQSNetwork(NetworkConfig(sizes=[64, 4, 2], mode="quantum", direct=True, seed=0))
-    with torch.no_grad():  # hidden neuron 0 cannot spike (z <= 0, all angles 0): any spike is a device error
+    with torch.no_grad():  # hidden neurons cannot spike (z <= 0, all angles 0): any spike is a device error
         hidden = net.layers[0]
         assert isinstance(hidden, SQSLayer)
-        hidden.weight[0] = -1.0
+        hidden.weight.fill_(-1.0)
         for angle in hidden.params():
-            angle[0] = 0.0
+            angle.zero_()
     hw = backend_training(get_backend("aer-noisy:fake_kingston"), cfg, "quantum", seed=0)
     result = train_local(net, data, cfg, **hw.hooks())
     assert 0.0 <= result.test_accuracy <= 1.0

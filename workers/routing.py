@@ -2,6 +2,8 @@
 
 Names are those of ``backends.registry``. Remote QPUs (``ibm:``, ``braket:``) go to the hardware queue
 and are submitted and polled (``workers.hardware``); simulators run to completion on the simulator queue.
+Training runs on every simulator (``method: local`` off ``exact``, see ``workers.specs.TrainJobSpec``),
+not on remote QPUs.
 """
 
 from __future__ import annotations
@@ -43,8 +45,12 @@ def check_backend(name: str, kind: str) -> str | None:
         parse_name(name)
     except ValueError as exc:
         return str(exc)
-    if kind == "train":
-        return f"training runs on the exact engine (backend 'exact'); {name!r} is available for inference jobs"
+    if kind == "train" and is_hardware(name):
+        return (
+            f"training on a remote QPU ({name!r}) is not offered: every batch needs several QPU submissions in "
+            "sequence, each waiting in the provider's queue; train with method 'local' on a simulator of the "
+            "device (aer-noisy:<fake>, ibm-local:<fake>, braket-local:sv) and run inference on the QPU"
+        )
     return None
 
 

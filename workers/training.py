@@ -1,4 +1,12 @@
-"""Runs a training job: dataset → SQSNetwork → trainer, checkpointing every epoch, resuming from the last."""
+"""Runs a training job: dataset → SQSNetwork → trainer, checkpointing every epoch, resuming from the last.
+
+On ``exact`` the trainers run in-process. On any other (simulator) backend the job trains with the local rule
+in the loop with that backend (``backends.training``): forward spikes and the estimator's probabilities are
+measured there, every submission is priced and charged against the job's budget first, and each epoch's
+shots, submissions, tasks, estimated cost and impossible readouts are stored with its event and in the
+result. When the budget runs out the job stops before the submission that would exceed it, keeping its
+checkpoints, and fails with the reason. :func:`estimate_training_job` prices a job before it is submitted.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +33,9 @@ def _metrics_dict(m: Any) -> dict[str, Any]:
     return dataclasses.asdict(m)
 
 
-def _load_resume(ctx: JobContext) -> Any | None:
-    """The newest intact checkpoint of this job as a ``sqsnn.training.bptt.Checkpoint``, or None."""
+def _load_resume(ctx: JobContext) -> tuple[Any | None, list[dict[str, Any]]]:
+    """The newest intact checkpoint of this job as a ``sqsnn.training.bptt.Checkpoint`` (or None) and the
+    per-epoch backend usage stored with it."""
     from sqsnn.training.bptt import Checkpoint, EpochMetrics
 
     with session_scope(ctx.sessions) as s:
@@ -40,18 +49,24 @@ def _load_resume(ctx: JobContext) -> Any | None:
         except ArtifactCorrupted as exc:
             log.warning("skipping checkpoint: %s", exc)
             continue
-        return Checkpoint(
+        checkpoint = Checkpoint(
             epoch=blob["epoch"],
             model_state=blob["model_state"],
             optimizer_state=blob["optimizer_state"],
             generator_state=blob["generator_state"],
             metrics=[EpochMetrics(**m) for m in blob["metrics"]],
         )
-    return None
+        return checkpoint, list(blob.get("usage", []))
+    return None, []
 
 
-def _store_epoch(ctx: JobContext, spec: TrainJobSpec, metrics: Any, ckpt: Any) -> None:
-    """Write the checkpoint file, then its row, the epoch's metrics and an event in one transaction."""
+def _store_epoch(
+    ctx: JobContext, spec: TrainJobSpec, metrics: Any, ckpt: Any, usage: list[dict[str, Any]], **job_updates: Any
+) -> None:
+    """Write the checkpoint file, then its row, the epoch's metrics and an event in one transaction.
+
+    ``usage``: backend usage of every epoch so far (empty on ``exact``); the last entry goes into the event.
+    """
     path = checkpoint_path(ctx.settings.artifacts_dir, ctx.job_id, ckpt.epoch)
     tmp = path.with_suffix(".tmp")
     torch.save(
@@ -61,6 +76,7 @@ def _store_epoch(ctx: JobContext, spec: TrainJobSpec, metrics: Any, ckpt: Any) -
             "optimizer_state": ckpt.optimizer_state,
             "generator_state": ckpt.generator_state,
             "metrics": [_metrics_dict(m) for m in ckpt.metrics],
+            "usage": usage,
         },
         tmp,
     )
@@ -84,8 +100,14 @@ def _store_epoch(ctx: JobContext, spec: TrainJobSpec, metrics: Any, ckpt: Any) -
         s.commit()
     ctx.emit(
         "epoch",
-        {**_metrics_dict(metrics), "epochs": spec.training.epochs, "checkpoint_sha256": sha},
+        {
+            **_metrics_dict(metrics),
+            **(usage[-1] if usage else {}),
+            "epochs": spec.training.epochs,
+            "checkpoint_sha256": sha,
+        },
         progress=metrics.epoch / spec.training.epochs,
+        **job_updates,
     )
 
 
@@ -112,61 +134,204 @@ def _trainer(spec: TrainJobSpec) -> tuple[Callable[..., Any], Any]:
     return functools.partial(train_local, config=config), config
 
 
-def run_training(ctx: JobContext) -> None:
-    """Train the job's network with the exact simulator; store checkpoints, metrics and the model."""
+def _load_data(spec: TrainJobSpec) -> Any:
+    """The job's dataset."""
     from sqsnn.datasets import load_dataset
-    from sqsnn.network import NetworkConfig, SQSNetwork
-    from sqsnn.training.bptt import TrainingStopped
 
-    job = ctx.load()
-    spec = TrainJobSpec.model_validate(job.spec)
-    ctx.substate("loading_data")
-    data = load_dataset(
+    return load_dataset(
         spec.dataset.name,
         classes=spec.dataset.classes,
         limit_train=spec.dataset.limit_train,
         limit_test=spec.dataset.limit_test,
         val_fraction=0.0,  # jobs keep evaluating the test split every epoch (no validation split)
     )
-    n_inputs = int(data.x_train.shape[-1])
-    config = NetworkConfig(
-        sizes=[n_inputs, *spec.model.hidden, data.n_classes],
+
+
+def _network_config(spec: TrainJobSpec, data: Any) -> Any:
+    """The job's ``NetworkConfig`` for ``data`` (input size and class count from the dataset)."""
+    from sqsnn.network import NetworkConfig
+
+    return NetworkConfig(
+        sizes=[int(data.x_train.shape[-1]), *spec.model.hidden, data.n_classes],
         mode=spec.model.mode,
         bias=spec.model.bias,
         direct=spec.model.direct,
         surrogate=spec.model.surrogate,
         seed=spec.seed,
     )
+
+
+def _policy(spec: TrainJobSpec) -> Any:
+    """The backends' ``RunPolicy`` (fallback and budget) of a job."""
+    from backends.options import Budget, RunPolicy
+
+    budget = Budget(**spec.budget.model_dump()) if spec.budget else Budget()
+    return RunPolicy(fallback=spec.fallback, budget=budget)
+
+
+def _spend_dict(spend: Any) -> dict[str, Any]:
+    """A ``backends.meter.Spend`` as a JSON-ready dict."""
+    return {"submissions": spend.submissions, "tasks": spend.tasks, "shots": spend.shots, "cost_usd": spend.cost_usd}
+
+
+def _budget_gap(total: Any, budget: Any) -> str | None:
+    """Why ``total`` (a ``Spend``) does not fit ``budget``, or None when it does."""
+    if budget.max_shots is not None and total.shots > budget.max_shots:
+        return f"{total.shots} shots exceed max_shots={budget.max_shots}"
+    if budget.max_cost_usd is not None:
+        if total.cost_usd is None:
+            return f"the backend has no public price, so max_cost_usd={budget.max_cost_usd} cannot be checked"
+        if total.cost_usd > budget.max_cost_usd:
+            return f"${total.cost_usd:.2f} exceeds max_cost_usd={budget.max_cost_usd}"
+    return None
+
+
+def estimate_training_job(spec: TrainJobSpec) -> dict[str, Any]:
+    """Price a training job before it is submitted: submissions, tasks, shots and estimated cost (USD, None
+    where no public price applies) per epoch and in total, and whether the job's budget covers them.
+
+    On ``exact`` nothing is submitted (all zero). Loads the dataset (its size sets the batch count).
+    """
+    from backends.meter import Spend
+    from backends.registry import get_backend
+    from backends.training import estimate_training
+
+    data = _load_data(spec)
+    _, config = _trainer(spec)
+    policy = _policy(spec)
+    out: dict[str, Any] = {"backend": spec.backend, "epochs": spec.training.epochs}
+    if spec.backend == "exact":
+        zero = _spend_dict(Spend())
+        batches = -(-len(data.y_train) // config.batch_size)
+        return {**out, "batches_per_epoch": batches, "per_epoch": zero, "total": zero, "price_note": "in-process"}
+    backend = get_backend(spec.backend)
+    sizes = _network_config(spec, data).sizes
+    est = estimate_training(sizes, config, len(data.y_train), backend, direct=spec.model.direct)
+    gap = _budget_gap(est.total, policy.budget)
+    return {
+        **out,
+        "batches_per_epoch": est.batches,
+        "per_epoch": _spend_dict(est.per_epoch),
+        "total": _spend_dict(est.total),
+        "price_note": est.price_note,
+        "within_budget": gap is None,
+        "budget_note": gap or "the budget covers the whole job",
+    }
+
+
+def _backend_hooks(spec: TrainJobSpec, config: Any, sizes: list[int], n_train: int, usage: list[dict[str, Any]]) -> Any:
+    """Metered ``backends.training.BackendTraining`` for a job on a simulator backend, charged with the spend
+    of the epochs already done (``usage``). Raises ``BudgetExceeded`` before any submission when the budget
+    cannot pay for one epoch (so a job stopped by its budget always has a checkpoint)."""
+    from backends.base import BudgetExceeded
+    from backends.common import derive_seed
+    from backends.meter import Spend
+    from backends.training import backend_training, estimate_training
+
+    spent = Spend(
+        submissions=sum(u["submissions"] for u in usage),
+        tasks=sum(u["tasks"] for u in usage),
+        shots=sum(u["shots"] for u in usage),
+        cost_usd=None if any(u["cost_usd"] is None for u in usage) else sum(u["cost_usd"] for u in usage),
+    )
+    policy = _policy(spec)
+    seed = derive_seed(spec.seed, len(usage))  # a fresh stream after a resume
+    hw = backend_training(spec.backend, config, spec.model.mode, policy=policy, seed=seed, spent=spent)
+    epoch = estimate_training(sizes, config, n_train, hw.backend, direct=spec.model.direct).per_epoch
+    one_more = Spend(
+        spent.submissions + epoch.submissions,
+        spent.tasks + epoch.tasks,
+        spent.shots + epoch.shots,
+        None if spent.cost_usd is None or epoch.cost_usd is None else spent.cost_usd + epoch.cost_usd,
+    )
+    gap = _budget_gap(one_more, policy.budget)
+    if gap is not None:
+        raise BudgetExceeded(
+            f"the budget cannot pay for the next epoch ({_spend_dict(epoch)} per epoch on {hw.backend.name}): "
+            f"{gap}; raise the budget or lower shots, samples, directions or the training set"
+        )
+    return hw
+
+
+def run_training(ctx: JobContext) -> None:
+    """Train the job's network; store checkpoints, metrics (with backend usage) and the model."""
+    from backends.base import BudgetExceeded
+    from sqsnn.network import SQSNetwork
+    from sqsnn.training.bptt import TrainingStopped
+
+    job = ctx.load()
+    spec = TrainJobSpec.model_validate(job.spec)
+    ctx.substate("loading_data")
+    data = _load_data(spec)
+    config = _network_config(spec, data)
     model = SQSNetwork(config)
     trainer, trainer_config = _trainer(spec)
-    resume = _load_resume(ctx)
+    resume, usage = _load_resume(ctx)
+    hw = None
+    if spec.backend != "exact":
+        try:
+            hw = _backend_hooks(spec, trainer_config, config.sizes, len(data.y_train), usage)
+        except BudgetExceeded as exc:
+            ctx.finish("failed", reason=f"budget exhausted: {exc}")
+            return
+        trainer = functools.partial(trainer, **hw.hooks())
+    used = hw.backend.name if hw is not None else "exact"
     ctx.substate(
         "learning",
         method=spec.training.method,
+        backend=used,
         resumed_from_epoch=resume.epoch if resume is not None else 0,
         parameters=model.num_parameters(),
     )
     with session_scope(ctx.sessions) as s:
         row = s.get(Job, ctx.job_id)
         assert row is not None
-        row.backend_used = "exact"
+        row.backend_used = used
         s.commit()
 
+    last = {"spend": hw.meter.reading() if hw else None, "impossible": 0, "observed": 0}
+
+    def job_spend() -> dict[str, Any]:
+        assert hw is not None
+        now = hw.meter.reading()
+        return {"shots": now.shots, "cost_usd": now.cost_usd or 0.0}
+
+    def on_epoch(metrics: Any, ckpt: Any) -> None:
+        if hw is None:
+            _store_epoch(ctx, spec, metrics, ckpt, usage)
+            return
+        now = hw.meter.reading()
+        readout = hw.readout
+        usage.append(
+            {
+                "epoch": metrics.epoch,
+                **_spend_dict(now.minus(last["spend"])),
+                "impossible_spikes": readout.impossible - last["impossible"],
+                "observed_spikes": readout.observed - last["observed"],
+            }
+        )
+        last.update(spend=now, impossible=readout.impossible, observed=readout.observed)
+        _store_epoch(ctx, spec, metrics, ckpt, usage, **job_spend())
+
     def on_batch(epoch: int, batch_index: int, loss: float) -> None:
-        ctx.progress({"epoch": epoch, "batch": batch_index, "loss": float(loss)})
+        shots = {"shots": hw.meter.spent.shots} if hw is not None else {}
+        ctx.progress({"epoch": epoch, "batch": batch_index, "loss": float(loss), **shots})
 
     try:
-        result = trainer(
-            model,
-            data,
-            resume=resume,
-            on_epoch=lambda m, c: _store_epoch(ctx, spec, m, c),
-            on_batch=on_batch,
-            should_stop=ctx.should_stop,
-        )
+        result = trainer(model, data, resume=resume, on_epoch=on_epoch, on_batch=on_batch, should_stop=ctx.should_stop)
     except TrainingStopped:
         ctx.check(force=True)  # raises JobCancelled or LeaseLost with the reason
         raise LeaseLost("training stopped without a cancellation") from None
+    except BudgetExceeded as exc:
+        done = usage[-1]["epoch"] if usage else 0
+        kept = f"the newest checkpoint is epoch {done}" if done else "no epoch was completed (no checkpoint)"
+        ctx.finish(
+            "failed",
+            reason=f"budget exhausted: {exc}. Training stopped before that submission; {kept}",
+            result={"stopped": "budget", "checkpoint_epoch": done, "epochs_usage": usage},
+            **job_spend(),
+        )
+        return
 
     model_id = new_id()
     path = model_path(ctx.settings.artifacts_dir, model_id)
@@ -180,6 +345,7 @@ def run_training(ctx: JobContext) -> None:
         "kind": data.kind,
         "n_classes": data.n_classes,
         "test_accuracy": result.test_accuracy,
+        "backend": used,
     }
     model.save(tmp, **meta)
     sha, size = finalize(tmp, path)
@@ -188,6 +354,24 @@ def run_training(ctx: JobContext) -> None:
         "spike_rates": list(result.spike_rates),
         "epochs": [_metrics_dict(m) for m in result.metrics],
     }
+    outcome: dict[str, Any] = {
+        "model_id": model_id,
+        "test_accuracy": result.test_accuracy,
+        "spike_rates": list(result.spike_rates),
+    }
+    updates: dict[str, Any] = {}
+    if hw is not None:
+        outcome |= {
+            "backend": used,
+            **_spend_dict(hw.meter.reading()),
+            "impossible_spikes": hw.readout.impossible,
+            "observed_spikes": hw.readout.observed,
+            "epochs_usage": usage,
+        }
+        if hw.fallback is not None:
+            outcome["fallback"] = dataclasses.asdict(hw.fallback)
+        summary["epochs_usage"] = usage
+        updates = job_spend()
     with session_scope(ctx.sessions) as s:
         s.add(
             Model(
@@ -204,11 +388,4 @@ def run_training(ctx: JobContext) -> None:
             )
         )
         s.commit()
-    ctx.finish(
-        "succeeded",
-        result={
-            "model_id": model_id,
-            "test_accuracy": result.test_accuracy,
-            "spike_rates": list(result.spike_rates),
-        },
-    )
+    ctx.finish("succeeded", result=outcome, **updates)

@@ -1,0 +1,143 @@
+"""Local-rule training with the backend in the loop (``backends.training``): digits 0 vs 1, 64-8-2 with direct
+synapses, T = 5, seed 0.
+
+Rows: ``engine`` is the in-process trainer (exact engine forward, binomial shot noise on exact probabilities:
+``sqsnn.training.local`` without hooks), the reference of the wall-time ratio; every other row trains with
+forward spikes and the estimator's shot-based probabilities measured on that backend (``exact`` runs the same
+submissions through the exact backend). Printed per row: test accuracy after the last epoch, epochs, shots,
+submissions, tasks, estimated cost, impossible readouts, wall time, training samples/s and the wall-time
+ratio to ``engine``.
+
+``--select`` first scores candidate configurations on a validation part of the training split (a seeded
+quarter of it, the rest trains) on the first circuit backend and prints their validation accuracies; the
+test split is not used for that choice.
+
+Usage: ``python bench/hardware_train.py [--backends aer,exact] [--epochs 3] [--shots 32] [--estimator chain]
+[--lr 0.01] [--batch-size 16] [--select]``; ``ibm-local:fake_kingston`` and ``braket-local:sv`` are accepted
+too (slow: noisy density-matrix / mid-circuit simulation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+
+import torch
+
+from backends.registry import get_backend
+from backends.training import backend_training
+from sqsnn.datasets import Dataset, load_dataset
+from sqsnn.network import NetworkConfig, SQSNetwork
+from sqsnn.training.local import LocalConfig, train_local
+
+
+def network() -> SQSNetwork:
+    return SQSNetwork(NetworkConfig(sizes=[64, 8, 2], mode="quantum", direct=True, seed=0))
+
+
+def validation_split(data: Dataset, seed: int = 123) -> Dataset:
+    """Train on a seeded three quarters of the training side; its last quarter replaces the test split."""
+    perm = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(seed))
+    cut = len(perm) * 3 // 4
+    fit, held = perm[:cut], perm[cut:]
+    return replace(
+        data,
+        x_train=data.x_train[fit],
+        y_train=data.y_train[fit],
+        x_test=data.x_train[held],
+        y_test=data.y_train[held],
+    )
+
+
+def run(name: str, data: Dataset, config: LocalConfig) -> dict[str, object]:
+    """Train once on ``name`` (``engine``: the in-process trainer) and return the row's figures."""
+    net = network()
+    started = time.perf_counter()
+    if name == "engine":
+        result = train_local(net, data, config)
+        spend, impossible = None, 0
+    else:
+        hw = backend_training(get_backend(name), config, "quantum", seed=config.seed)
+        result = train_local(net, data, config, **hw.hooks())
+        spend, impossible = hw.meter.reading(), hw.readout.impossible
+    wall = time.perf_counter() - started
+    return {
+        "backend": name,
+        "accuracy": result.test_accuracy,
+        "epochs": config.epochs,
+        "shots": spend.shots if spend else 0,
+        "submissions": spend.submissions if spend else 0,
+        "tasks": spend.tasks if spend else 0,
+        "cost_usd": spend.cost_usd if spend else 0.0,
+        "impossible": impossible,
+        "wall_s": wall,
+        "samples_per_s": len(data.y_train) * config.epochs * config.samples / wall,
+    }
+
+
+def select(data: Dataset, base: LocalConfig, backend: str) -> None:
+    """Print the validation accuracy of each candidate configuration on ``backend``."""
+    held = validation_split(data)
+    print(f"selection on {backend}: {len(held.y_train)} training images, {len(held.y_test)} validation images")
+    candidates = [
+        replace(base, estimator="chain", shots=16),
+        replace(base, estimator="chain", shots=32),
+        replace(base, estimator="shift", shots=32),
+        replace(base, estimator="chain", shots=32, lr=base.lr * 3),
+    ]
+    for config in candidates:
+        row = run(backend, held, config)
+        print(
+            f"  estimator={config.estimator} shots={config.shots} lr={config.lr} epochs={config.epochs}: "
+            f"validation accuracy {row['accuracy']:.3f} ({row['wall_s']:.0f} s)"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", default="exact,aer")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--shots", type=int, default=32)
+    parser.add_argument("--estimator", default="chain", choices=["shift", "chain", "official", "exact"])
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--select", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    data = load_dataset("digits", classes=[0, 1])
+    config = LocalConfig(
+        estimator=args.estimator,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        T=5,
+        shots=args.shots,
+        lr=args.lr,
+        seed=0,
+    )
+    backends = [b for b in args.backends.split(",") if b]
+    if args.select:
+        select(data, config, next((b for b in backends if b != "exact"), "aer"))
+    print(
+        f"digits 0 vs 1: {len(data.y_train)} training / {len(data.y_test)} test images, 64-8-2 + direct, T = 5, "
+        f"estimator {config.estimator}, {config.shots} shots, batch {config.batch_size}, lr {config.lr}"
+    )
+    rows = [run(name, data, config) for name in ["engine", *backends]]
+    reference = float(rows[0]["wall_s"])  # type: ignore[arg-type]
+    header = (
+        f"{'backend':26} {'acc':>6} {'epochs':>6} {'shots':>10} {'subm':>6} {'tasks':>6} {'cost$':>6} "
+        f"{'imposs':>6} {'wall s':>8} {'samp/s':>8} {'x engine':>8}"
+    )
+    print(header)
+    for row in rows:
+        cost = row["cost_usd"]
+        print(
+            f"{row['backend']!s:26} {row['accuracy']:6.3f} {row['epochs']:6d} {row['shots']:10d} "
+            f"{row['submissions']:6d} {row['tasks']:6d} {'n/a' if cost is None else f'{cost:.2f}':>6} "
+            f"{row['impossible']:6d} {row['wall_s']:8.1f} {row['samples_per_s']:8.1f} "
+            f"{float(row['wall_s']) / reference:8.1f}"  # type: ignore[arg-type]
+        )
+
+
+if __name__ == "__main__":
+    main()
