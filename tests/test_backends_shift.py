@@ -90,3 +90,17 @@ def test_evaluate_variants_gives_marginals_of_every_variant_in_one_job() -> None
             marg = torch.stack([dist[(idx >> t) & 1 == 1].sum(0) for t in range(T)])  # (T, n)
             sd = torch.sqrt(marg * (1 - marg) / S).clamp_min(1.0 / S)
             assert torch.all((freq[v, :, b] - marg).abs() <= 5 * sd)
+
+
+def test_backend_probability_reports_all_or_nothing_frequencies_at_half_a_shot() -> None:
+    """p = 0 (z <= 0, every angle 0) and p = 1 (theta_in = pi) come back as 1/(2S) and 1 - 1/(2S)."""
+    from sqsnn.neuron import SQSState
+
+    S = 20
+    z = torch.full((2, 3, 2), -0.5, dtype=torch.float64)
+    zeros = torch.zeros(2, dtype=torch.float64)
+    params = SQSParams(zeros, zeros, torch.tensor([0.0, np.pi], dtype=torch.float64))
+    state = SQSState(*(f.expand(2, 3, 2) for f in initial_state(3, 2)))
+    est = BackendProbability(ExactBackend(), shots=S, seed=0)(z, state, params, "quantum")
+    torch.testing.assert_close(est[..., 0], torch.full((2, 3), 0.5 / S, dtype=torch.float64))
+    torch.testing.assert_close(est[..., 1], torch.full((2, 3), 1 - 0.5 / S, dtype=torch.float64))
