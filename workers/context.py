@@ -88,6 +88,7 @@ class JobContext:
     token: str
     _last_check: float = field(default=0.0)
     _last_progress: float = field(default=0.0)
+    _finished: bool = field(default=False)
 
     @property
     def sessions(self) -> sessionmaker[Session]:
@@ -143,12 +144,14 @@ class JobContext:
                 job.progress = 1.0
             ev = set_state(s, job, state, reason=reason)
             commit_and_publish(s, self.settings.pubsub_url, [ev])
+            self._finished = True
             return True
 
     @contextmanager
     def heartbeat(self) -> Iterator[None]:
         """Renew the lease every ``lease_s / 3`` from a background thread while the block runs (a long chunk
-        of simulation must not look dead); raises LeaseLost after the block when the lease was taken over."""
+        of simulation or an evaluation must not look dead); raises LeaseLost after the block when the lease
+        was taken over before the job finished."""
         stop, lost = threading.Event(), threading.Event()
 
         def beat() -> None:
@@ -164,8 +167,8 @@ class JobContext:
         finally:
             stop.set()
             thread.join()
-        if lost.is_set():
-            raise LeaseLost(f"job {self.job_id} was taken over while a chunk ran")
+        if lost.is_set() and not self._finished:
+            raise LeaseLost(f"job {self.job_id} was taken over while it ran")
 
     def renew(self) -> bool:
         """Extend the lease if this worker still holds it (one compare-and-set UPDATE); False otherwise."""

@@ -197,8 +197,8 @@ def _store_chunk(ctx: JobContext, index: int, start: int, stop: int, out: ChunkO
 
 def run_inference(ctx: JobContext) -> None:
     """Predict chunk by chunk (sized by :func:`workers.bounds.plan_inference`), storing and streaming each
-    chunk as it finishes; a resumed job skips the chunks already stored. The lease is renewed while a
-    chunk runs."""
+    chunk as it finishes; a resumed job skips the chunks already stored. (``run_job`` renews the lease
+    while this runs.)"""
     from workers.bounds import plan_inference
 
     p = prepare(ctx)
@@ -215,8 +215,7 @@ def run_inference(ctx: JobContext) -> None:
             continue
         ctx.check(force=True)
         start, stop = index * plan.chunk, min(samples, (index + 1) * plan.chunk)
-        with ctx.heartbeat():
-            out = _run_chunk(ctx, p, index, start, stop)
+        out = _run_chunk(ctx, p, index, start, stop)
         _store_chunk(ctx, index, start, stop, out, samples)
     with session_scope(ctx.sessions) as s:
         chunks = list(s.scalars(select(JobChunk).where(JobChunk.job_id == ctx.job_id).order_by(JobChunk.index)))

@@ -82,12 +82,14 @@ def run_job(self: Task, job_id: str) -> str:
     ctx = JobContext(settings, job_id, token)
     try:
         job = ctx.load()
-        if job.kind == "train":
-            run_training(ctx)
-        elif runs_on_qpu(settings, job.backend):
+        if job.kind == "infer" and runs_on_qpu(settings, job.backend):
             start_hardware(ctx, lambda sub_id: dispatch_submission(self.app, sub_id))
-        else:
-            run_inference(ctx)
+            return "submitted"
+        with ctx.heartbeat():  # the lease stays fresh however long a chunk, batch or evaluation takes
+            if job.kind == "train":
+                run_training(ctx)
+            else:
+                run_inference(ctx)
         return "done"
     except JobCancelled:
         ctx.finish("cancelled", reason="cancelled by its owner")
