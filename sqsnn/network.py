@@ -18,9 +18,6 @@ from torch import Tensor, nn
 
 from sqsnn.neuron import MemoryMode, SQSParams, Surrogate, check_mode, check_surrogate, sqs_layer
 
-CHECKPOINT_FORMAT = "sqsnn-model"
-CHECKPOINT_VERSION = 1
-
 
 class NetworkOutput(NamedTuple):
     """Every layer's spikes and per-step firing probabilities, each ``(T, B, n_l)``."""
@@ -221,29 +218,15 @@ def model_class(kind: str) -> Any:
 
 
 def save_model(model: nn.Module, path: str | Path, **metadata: Any) -> None:
-    """Save any registered model (it provides ``kind`` and ``describe()``) with its configuration."""
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "kind": model.kind,
-        "config": model.describe(),  # type: ignore[operator]
-        "state_dict": model.state_dict(),
-        "num_parameters": model.num_parameters(),  # type: ignore[operator]
-        "metadata": metadata,
-    }
-    torch.save(payload, Path(path))
+    """Save any registered model (it provides ``kind`` and ``describe()``) with its configuration and JSON
+    ``metadata``, as safetensors (:mod:`sqsnn.model_io`; no pickle)."""
+    from sqsnn.model_io import save_model_file
+
+    save_model_file(model, path, **metadata)
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a checkpoint written by :func:`save_model`; returns ``(model, metadata)``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an sqsnn model checkpoint")
-    if payload["version"] > CHECKPOINT_VERSION:
-        raise ValueError(f"{path} was written by a newer sqsnn (format version {payload['version']})")
-    model = model_class(payload["kind"]).from_config(payload["config"])
-    model.load_state_dict(payload["state_dict"])
-    return model, dict(payload.get("metadata", {}))
+    """Load a model file written by :func:`save_model`; returns ``(model, metadata)``."""
+    from sqsnn.model_io import load_model_file
+
+    return load_model_file(path)

@@ -1,0 +1,161 @@
+"""Model files without pickle: safetensors weights plus a JSON description in the file's header.
+
+A model file is one safetensors file. Its tensors are the model's ``state_dict`` (float64, each under its
+``state_dict`` key). Its header metadata holds one entry, ``sqsnn``: a JSON object
+
+    {"format": "sqsnn-model", "version": 2, "kind": "sqsnn" | "lif" | "qlif",
+     "config": {...the model's configuration dataclass...}, "metadata": {...free JSON...}}
+
+Reading never executes code from the file: the header is parsed as JSON, the configuration is checked by the
+model's configuration dataclass, the expected tensor names, shapes and dtypes are derived from a model built on
+the ``meta`` device (no memory allocated) and compared with the file's before any weight is read, and the
+weights are read by safetensors. Files written before this format (torch pickles, format version 1) are read
+with ``torch.load(weights_only=True)``, torch's restricted unpickler that builds only tensors and plain
+containers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as dump_tensors
+from torch import nn
+
+from sqsnn.network import model_class
+
+MODEL_FORMAT = "sqsnn-model"
+MODEL_VERSION = 2
+METADATA_KEY = "sqsnn"
+MAX_HEADER_BYTES = 1 << 20  # the JSON header: names, shapes and offsets of a few dozen tensors plus the config
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32}
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be read: the message says what is wrong with it."""
+
+
+def model_bytes(model: nn.Module, **metadata: Any) -> bytes:
+    """The model file of ``model`` (it provides ``kind`` and ``describe()``); ``metadata`` must be JSON."""
+    description = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_VERSION,
+        "kind": model.kind,
+        "config": model.describe(),  # type: ignore[operator]
+        "metadata": metadata,
+    }
+    tensors = {name: t.detach().contiguous() for name, t in model.state_dict().items()}
+    return dump_tensors(tensors, metadata={METADATA_KEY: json.dumps(description)})
+
+
+def save_model_file(model: nn.Module, path: str | Path, **metadata: Any) -> None:
+    """Write :func:`model_bytes` to ``path``."""
+    Path(path).write_bytes(model_bytes(model, **metadata))
+
+
+def read_header(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(tensor entries, description)`` of a safetensors model file's bytes: each entry is
+    ``{"dtype", "shape", "data_offsets"}``; the description is the parsed ``sqsnn`` metadata entry."""
+    if len(data) < 8:
+        raise ModelFileError("not a safetensors file: shorter than its 8-byte header length")
+    n = int.from_bytes(data[:8], "little")
+    if n > MAX_HEADER_BYTES or 8 + n > len(data):
+        raise ModelFileError(f"not a safetensors file: header length {n} (at most {MAX_HEADER_BYTES}, within the file)")
+    try:
+        header = json.loads(data[8 : 8 + n])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"not a safetensors file: its header is not JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise ModelFileError("not a safetensors file: its header is not a JSON object")
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or METADATA_KEY not in meta:
+        raise ModelFileError(f"a safetensors file without the '{METADATA_KEY}' metadata entry: not an sqsnn model")
+    try:
+        description = json.loads(meta[METADATA_KEY])
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"metadata entry '{METADATA_KEY}' is not JSON ({exc})") from None
+    if not isinstance(description, dict) or description.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"metadata entry '{METADATA_KEY}' does not describe an '{MODEL_FORMAT}' file")
+    if description.get("version") != MODEL_VERSION:
+        raise ModelFileError(f"model format version {description.get('version')!r}; this sqsnn reads {MODEL_VERSION}")
+    for key, typ in (("kind", str), ("config", dict), ("metadata", dict)):
+        if not isinstance(description.get(key), typ):
+            raise ModelFileError(f"'{METADATA_KEY}.{key}' must be a JSON {typ.__name__}")
+    return header, description
+
+
+def _skeleton(kind: str, config: dict[str, Any]) -> nn.Module:
+    """The model of ``kind`` for ``config`` on the meta device (shapes only, nothing allocated)."""
+    try:
+        cls = model_class(kind)
+    except ValueError as exc:
+        raise ModelFileError(f"'{METADATA_KEY}.kind': {exc}") from None
+    try:
+        with torch.device("meta"):
+            return cls.from_config(config)
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"'{METADATA_KEY}.config' is not a valid {kind} configuration: {exc}") from None
+
+
+def _check_tensors(header: dict[str, Any], skeleton: nn.Module) -> None:
+    """The file's tensors are exactly the model's: same names, shapes and dtypes."""
+    expected = skeleton.state_dict()
+    missing, extra = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
+    if missing or extra:
+        raise ModelFileError(f"tensors do not match the configuration: missing {missing}, unexpected {extra}")
+    for name, ref in expected.items():
+        entry = header[name]
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if shape != list(ref.shape):
+            raise ModelFileError(f"tensor {name!r} has shape {shape}; the configuration needs {list(ref.shape)}")
+        if SAFETENSORS_DTYPES.get(entry.get("dtype")) != ref.dtype:
+            raise ModelFileError(f"tensor {name!r} has dtype {entry.get('dtype')}; the model stores {ref.dtype}")
+
+
+def model_from_bytes(data: bytes) -> tuple[nn.Module, dict[str, Any]]:
+    """Validate and load a model file's bytes; returns ``(model, metadata)``. Raises :class:`ModelFileError`
+    naming what is wrong. Every weight must be finite."""
+    header, description = read_header(data)
+    skeleton = _skeleton(description["kind"], description["config"])
+    _check_tensors(header, skeleton)
+    try:
+        tensors = load_tensors(data)
+    except Exception as exc:  # safetensors raises its own SafetensorError for inconsistent offsets
+        raise ModelFileError(f"safetensors could not read the tensors: {exc}") from None
+    bad = [name for name, t in tensors.items() if not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ModelFileError(f"tensors {bad} hold NaN or infinite values")
+    model: nn.Module = model_class(description["kind"]).from_config(description["config"])
+    model.load_state_dict(tensors)
+    return model, dict(description["metadata"])
+
+
+def _legacy(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A version-1 (torch pickle) checkpoint, read by torch's restricted unpickler."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError or others for foreign files
+        raise ModelFileError(f"{path} is neither an sqsnn model file nor a readable version-1 checkpoint") from exc
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT or payload.get("version") != 1:
+        raise ModelFileError(f"{path} is not an sqsnn model checkpoint")
+    model: nn.Module = model_class(payload["kind"]).from_config(payload["config"])
+    model.load_state_dict(payload["state_dict"])
+    return model, dict(payload.get("metadata", {}))
+
+
+def load_model_file(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a model file written by :func:`save_model_file` (or a version-1 checkpoint); returns
+    ``(model, metadata)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    data = path.read_bytes()
+    if data[:2] == b"PK":  # torch.save writes a zip archive
+        return _legacy(path)
+    try:
+        return model_from_bytes(data)
+    except ModelFileError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
