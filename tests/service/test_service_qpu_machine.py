@@ -119,18 +119,25 @@ def test_owner_cancel_cancels_the_provider_job(stack, settings, served) -> None:
     assert submissions(sessions_, job_id)[0].provider_job_id in cancelled(r)
 
 
-def test_daily_spend_limit_refuses_before_any_submission(stack, settings) -> None:
+@pytest.mark.parametrize(
+    ("limit", "named"),
+    [({"max_shots_per_day": 10}, "max_shots_per_day=10"), ({"max_usd_per_day": 0.05}, "max_usd_per_day=0.05")],
+    ids=["shots", "dollars"],
+)
+def test_daily_spend_limit_refuses_before_any_submission(stack, settings, limit, named) -> None:
     sessions_, _, _, r = stack
     owner = f"thrifty-{uuid.uuid4().hex[:6]}"
     with sessions_() as s:
-        s.add(SpendLimit(owner=owner, max_shots_per_day=10))
+        s.add(SpendLimit(owner=owner, **limit))
         s.commit()
     own_model = store_model(sessions_, settings, owner)
-    first = submit(sessions_, settings, owner, infer_spec(own_model, BACKEND))  # 6 shots: fits
-    assert wait_final(sessions_, [first], timeout=60)[first].state == "succeeded"
-    second = submit(sessions_, settings, owner, infer_spec(own_model, BACKEND))  # 6 more: 12 > 10
+    # per job: 2 layers x 3 samples = 6 shots; 2 tasks x $0.01 + 6 shots x $0.001 = $0.026 at loopback prices
+    first = submit(sessions_, settings, owner, infer_spec(own_model, BACKEND))
+    job = wait_final(sessions_, [first], timeout=60)[first]
+    assert job.state == "succeeded" and job.shots == 6 and job.cost_usd == pytest.approx(0.026)
+    second = submit(sessions_, settings, owner, infer_spec(own_model, BACKEND))  # 12 shots > 10, $0.052 > $0.05
     job = wait_final(sessions_, [second], timeout=60)[second]
-    assert job.state == "failed" and "max_shots_per_day=10" in job.failure_reason
+    assert job.state == "failed" and named in job.failure_reason, job.failure_reason
     assert submissions(sessions_, second) == [] and accepted(r, keys_of(second)[0]) == 0
 
 
