@@ -52,17 +52,23 @@ def _celery(settings: Settings) -> Celery:
     return make_celery(settings)
 
 
-def submit(sessions: sessionmaker[Session], settings: Settings, owner: str, spec: dict[str, Any]) -> str:
-    """Write the job row as the API does and enqueue ``run_job`` after the commit; returns the job id."""
+def submit(
+    sessions: sessionmaker[Session], settings: Settings, owner: str, spec: dict[str, Any], *, queue: str = "sqsnn.sim",
+    send: bool = True,
+) -> str:  # fmt: skip
+    """Write the job row as the API does and (with ``send``) enqueue ``run_job`` after the commit; returns the
+    job id. Without ``send`` the job is left for the reaper, as when the broker was down at submission."""
     with sessions() as s:
-        job = Job(owner=owner, kind="infer", state="queued", spec=spec, backend=spec["backend"], queue="sqsnn.sim",
+        job = Job(owner=owner, kind="infer", state="queued", spec=spec, backend=spec["backend"], queue=queue,
                   request_hash="-", input_model_id=spec["model_id"], created_at=utcnow())  # fmt: skip
         s.add(job)
         s.flush()
         set_state(s, job, "queued")
         s.commit()
         job_id = job.id
-    enqueue(_celery(settings), job_id, "sqsnn.sim")
+    if not send:
+        return job_id
+    enqueue(_celery(settings), job_id, queue)
     with sessions() as s:
         s.get(Job, job_id).enqueued_at = utcnow()  # type: ignore[union-attr]
         s.commit()
