@@ -219,10 +219,13 @@ def estimate_training_job(spec: TrainJobSpec) -> dict[str, Any]:
     }
 
 
-def _backend_hooks(spec: TrainJobSpec, config: Any, sizes: list[int], n_train: int, usage: list[dict[str, Any]]) -> Any:
+def _backend_hooks(
+    spec: TrainJobSpec, config: Any, sizes: list[int], n_train: int, usage: list[dict[str, Any]]
+) -> tuple[Any, Any]:
     """Metered ``backends.training.BackendTraining`` for a job on a simulator backend, charged with the spend
-    of the epochs already done (``usage``). Raises ``BudgetExceeded`` before any submission when the budget
-    cannot pay for one epoch (so a job stopped by its budget always has a checkpoint)."""
+    of the epochs already done (``usage``), and the ``Spend`` one epoch costs. Raises ``BudgetExceeded``
+    before any submission when the budget cannot pay for one more epoch (so a job stopped by its budget
+    always has a checkpoint)."""
     from backends.base import BudgetExceeded
     from backends.common import derive_seed
     from backends.meter import Spend
@@ -250,7 +253,7 @@ def _backend_hooks(spec: TrainJobSpec, config: Any, sizes: list[int], n_train: i
             f"the budget cannot pay for the next epoch ({_spend_dict(epoch)} per epoch on {hw.backend.name}): "
             f"{gap}; raise the budget or lower shots, samples, directions or the training set"
         )
-    return hw
+    return hw, epoch
 
 
 def run_training(ctx: JobContext) -> None:
@@ -270,10 +273,11 @@ def run_training(ctx: JobContext) -> None:
     hw = None
     if spec.backend != "exact":
         try:
-            hw = _backend_hooks(spec, trainer_config, config.sizes, len(data.y_train), usage)
+            hw, per_epoch = _backend_hooks(spec, trainer_config, config.sizes, len(data.y_train), usage)
         except BudgetExceeded as exc:
             ctx.finish("failed", reason=f"budget exhausted: {exc}")
             return
+        ctx.emit("estimate", {"backend": hw.backend.name, "per_epoch": _spend_dict(per_epoch)})
         trainer = functools.partial(trainer, **hw.hooks())
     used = hw.backend.name if hw is not None else "exact"
     ctx.substate(
