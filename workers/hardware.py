@@ -478,19 +478,20 @@ class _JobRun:
             sub.status = "running"
             if job.substate != "executing_qpu":
                 events.append(set_state(s, job, "running", substate="executing_qpu", layer=self.step))
-        elif state == "done":
-            commit_and_publish(s, self.settings.pubsub_url, events)
-            return self._store(s, sub, job, self.backend.fetch(submitted))
+        elif state == "done":  # fetch and store under the same lock: the result is taken exactly once
+            return self._store(s, sub, job, self.backend.fetch(submitted), events)
         else:
-            commit_and_publish(s, self.settings.pubsub_url, events)
             raise ProviderStopped(
                 "failed", f"provider job {submitted.job_ids} of layer {self.step} ended {state}", cancel=False
             )
         commit_and_publish(s, self.settings.pubsub_url, events)
         return Outcome(wait_s=poll_delay(self.settings))
 
-    def _store(self, s: Session, sub: HardwareSubmission, job: Job, result: Any) -> Outcome:
-        """Persist a fetched result (spikes, shots, billed QPU seconds) and move on at once."""
+    def _store(
+        self, s: Session, sub: HardwareSubmission, job: Job, result: Any, events: list[JobEvent] | None = None
+    ) -> Outcome:
+        """Persist a fetched result (spikes, shots, billed QPU seconds) with ``events`` in the transaction that
+        holds the row, and move on at once."""
         spikes = torch.as_tensor(result.single_shot, dtype=torch.float64)
         packed = pack(spikes)
         sub.result = {"spikes": packed}
@@ -503,7 +504,7 @@ class _JobRun:
         job.qpu_seconds += result.qpu_seconds or 0.0
         job.progress = (self.step + 1) / len(self.net.layers)
         ev = add_event(s, job.id, "spikes", {"layer": self.step, "start": 0, "packed": packed})
-        commit_and_publish(s, self.settings.pubsub_url, [ev])
+        commit_and_publish(s, self.settings.pubsub_url, [*(events or []), ev])
         return Outcome(next_id=sub.id)
 
     def proceed(self, s: Session, sub: HardwareSubmission, job: Job) -> Outcome:
