@@ -29,8 +29,10 @@ come single-shot from the :class:`~sqsnn.training.observed.SpikeSource`, one cal
 next layer's currents are computed classically from the observed spikes, and the recorded memory states and
 probabilities are the ideal model's along the observed history (:func:`sqsnn.training.observed.follow_observed`,
 which also counts outcomes the model forbids). The updates are then exactly those above, with every
-probability the estimators need coming from ``probability``. Approximation: the recorded memory state is the
-ideal one given the observed spikes, not the device's own (noisy) memory qubit.
+probability the estimators need coming from ``probability``. Approximations: the recorded memory state is
+the ideal one given the observed spikes, not the device's own (noisy) memory qubit; the learning signal
+:math:`l_t` and the training loss use the ideal output probabilities along the observed output spikes
+(computed classically, not measured).
 """
 
 from __future__ import annotations
