@@ -152,3 +152,46 @@ def test_not_before_holds_the_job_until_then(stack, settings) -> None:
         states = [e.data.get("substate") for e in s.scalars(select(JobEvent).where(JobEvent.job_id == job_id))]
         assert s.get(Job, job_id).not_before == at
     assert "scheduled" in states
+
+
+def test_concurrent_advances_of_one_submission_take_each_step_once(served, settings, monkeypatch) -> None:
+    """Four threads drive the same job's submissions as fast as they can (each ignoring the wait the
+    machine asks for): the row locks and status checks let each provider job be submitted and fetched once."""
+    import threading
+
+    from workers.context import JobContext, claim
+    from workers.hardware import advance, start_hardware
+
+    monkeypatch.setenv("SQSNN_REDIS_URL", settings.pubsub_url)
+    sessions_ = served.app.state.sessions
+    r = store(settings.pubsub_url)
+    owner = f"race-{uuid.uuid4().hex[:6]}"
+    job_id = submit(
+        sessions_, settings, owner, infer_spec(store_model(sessions_, settings, owner), BACKEND), send=False
+    )
+    assert claim(settings, job_id, "test-worker")
+    first: list[int] = []
+    start_hardware(JobContext(settings, job_id, "test-worker"), first.append)
+
+    def drive() -> None:
+        current = first[0]
+        while not _final(sessions_, job_id):
+            current, _ = advance(settings, current)
+
+    threads = [threading.Thread(target=drive) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    job = wait_final(sessions_, [job_id], timeout=1)[job_id]
+    assert job.state == "succeeded", job.failure_reason
+    assert [accepted(r, k) for k in keys_of(job_id)] == [1, 1]
+    rows = submissions(sessions_, job_id)
+    assert [int(r.get(f"loopback:fetches:{row.provider_job_id}")) for row in rows] == [1, 1]
+    assert job.shots == 6 and [e["layer"] for e in _events(sessions_, job_id, "spikes")] == [0, 1]
+    assert [e["state"] for e in _events(sessions_, job_id, "state")].count("succeeded") == 1
+
+
+def _final(sessions_, job_id: str) -> bool:
+    with sessions_() as s:
+        return s.get(Job, job_id).state in ("succeeded", "failed", "cancelled")
