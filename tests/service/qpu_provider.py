@@ -62,17 +62,19 @@ def sessions(r: redis.Redis) -> tuple[set[str], set[str]]:
 
 
 class LoopbackProvider(BaseBackend):
-    """``loopback:qN``: a remote-like provider (jobs queued for N polls) backed by Redis."""
+    """``loopback:qN``: a remote-like provider (jobs queued for N polls) backed by Redis; ``loopback:offline``
+    reports itself unavailable (for the fallback policy)."""
 
     QPU_SECONDS = 0.25  # billed per job
 
     def __init__(self, target: str, options: dict[str, Any] | None = None) -> None:
-        if not target.startswith("q") or not target[1:].isdigit():
-            raise ValueError(f"loopback target must be q<polls queued>, got {target!r}")
+        if target != "offline" and not (target.startswith("q") and target[1:].isdigit()):
+            raise ValueError(f"loopback target must be q<polls queued> or offline, got {target!r}")
         if options:
             raise ValueError(f"loopback takes no options, got {sorted(options)}")
         self.name = f"{PREFIX}:{target}"
-        self.queued_polls = int(target[1:])
+        self.online = target != "offline"
+        self.queued_polls = int(target[1:]) if self.online else 0
         self.r = store()
         self.engine = ExactBackend()
 
@@ -89,7 +91,7 @@ class LoopbackProvider(BaseBackend):
         )  # fmt: skip
 
     def availability(self) -> Availability:
-        return Availability(True, "loopback provider")
+        return Availability(self.online, "loopback provider" if self.online else "loopback provider offline")
 
     def _fault(self, key: str, point: str) -> None:
         action = self.r.getdel(f"{PREFIX}:fault:{key}:{point}")

@@ -195,3 +195,19 @@ def test_concurrent_advances_of_one_submission_take_each_step_once(served, setti
 def _final(sessions_, job_id: str) -> bool:
     with sessions_() as s:
         return s.get(Job, job_id).state in ("succeeded", "failed", "cancelled")
+
+
+def test_an_unavailable_provider_falls_back_to_a_simulator_on_the_prefork_worker(stack, settings) -> None:
+    sessions_, owner, model_id, _ = stack
+    job_id = submit(sessions_, settings, owner, infer_spec(model_id, "loopback:offline", fallback="aer"))
+    job = wait_final(sessions_, [job_id], timeout=120)[job_id]
+    assert job.state == "succeeded", job.failure_reason
+    assert job.backend_used == "aer" and job.result["backend"] == "aer"
+    assert job.result["fallback"] == {
+        "requested": "loopback:offline", "used": "aer", "reason": "loopback provider offline"
+    }  # fmt: skip
+    rows = submissions(sessions_, job_id)
+    assert [(x.step, x.backend, x.status) for x in rows] == [(0, "aer", "done"), (1, "aer", "done")]
+    refused = submit(sessions_, settings, owner, infer_spec(model_id, "loopback:offline"))  # fallback none
+    job = wait_final(sessions_, [refused], timeout=60)[refused]
+    assert job.state == "failed" and "fallback='none' forbids running elsewhere" in job.failure_reason
