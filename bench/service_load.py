@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ import numpy as np
 import psycopg
 import redis
 from fastapi import FastAPI
+from sqlalchemy import func, select
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -82,14 +84,13 @@ async def drive(url: str, make: Any, n: int, concurrency: int, seconds: float) -
     """Send up to ``n`` requests built by ``make(i) -> (method, path, json, headers)`` from ``concurrency``
     concurrent clients, for at most ``seconds``."""
     latencies: list[float] = []
-    errors = 0
+    errors: Counter[str] = Counter()
     counter = iter(range(n))
     deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
 
         async def one_client() -> None:
-            nonlocal errors
             for i in counter:
                 if time.perf_counter() > deadline:
                     return
@@ -97,9 +98,10 @@ async def drive(url: str, make: Any, n: int, concurrency: int, seconds: float) -
                 t0 = time.perf_counter()
                 try:
                     r = await client.request(method, path, json=body, headers=headers)
-                    errors += r.status_code >= 400
-                except httpx.HTTPError:
-                    errors += 1
+                    if r.status_code >= 400:
+                        errors[str(r.status_code)] += 1
+                except httpx.HTTPError as exc:
+                    errors[type(exc).__name__] += 1
                 latencies.append(time.perf_counter() - t0)
 
         start = time.perf_counter()
@@ -109,38 +111,41 @@ async def drive(url: str, make: Any, n: int, concurrency: int, seconds: float) -
     return {
         "requests": len(latencies),
         "errors": errors,
+        "missing": 0,
         "rps": len(latencies) / wall,
         "p50": float(np.percentile(lat, 50)),
         "p99": float(np.percentile(lat, 99)),
     }
 
 
-async def fan_out(url: str, auth: dict[str, str], job_id: str, streams: int, announce: Any) -> dict[str, Any]:
-    """``streams`` open SSE streams on ``job_id``; ``announce()`` stores and publishes one event and returns
-    its id. Returns the delivery latencies over every (stream, event) pair."""
-    sent: dict[str, float] = {}
-    received: list[float] = []
-    errors = 0
+async def fan_out(
+    url: str, auth: dict[str, str], job_id: str, streams: int, announce: Any, newest: Any
+) -> dict[str, Any]:
+    """``streams`` open SSE streams on ``job_id``; then ``announce()`` stores and publishes one event at a time
+    and returns (its id, the time just before its commit); ``newest()`` is the newest event id stored before.
+    Returns the delivery latencies (commit → frame received) over every (stream, event) pair."""
+    sent: dict[int, float] = {}
+    arrivals: list[tuple[int, float]] = []
+    errors: Counter[str] = Counter()
+    before = await asyncio.to_thread(newest)
     limits = httpx.Limits(max_connections=streams, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=url, headers=auth, limits=limits, timeout=120) as client:
         ready = asyncio.Semaphore(0)
 
         async def listen() -> None:
-            nonlocal errors
             got = 0
             try:
                 async with client.stream("GET", f"/v1/jobs/{job_id}/events") as r:
-                    lines = r.aiter_lines()
-                    async for line in lines:
+                    async for line in r.aiter_lines():
                         if line.startswith("retry"):
                             ready.release()
-                        elif line.startswith("id: ") and line[4:] in sent:
-                            received.append(time.perf_counter() - sent[line[4:]])
+                        elif line.startswith("id: ") and int(line[4:]) > before:
+                            arrivals.append((int(line[4:]), time.perf_counter()))
                             got += 1
                             if got == SSE_EVENTS:
                                 return
-            except httpx.HTTPError:
-                errors += 1
+            except httpx.HTTPError as exc:
+                errors[type(exc).__name__] += 1
                 ready.release()
 
         tasks = [asyncio.create_task(listen()) for _ in range(streams)]
@@ -148,19 +153,22 @@ async def fan_out(url: str, auth: dict[str, str], job_id: str, streams: int, ann
             await ready.acquire()
         t0 = time.perf_counter()
         for _ in range(SSE_EVENTS):
-            event_id = await asyncio.to_thread(announce)
-            sent[str(event_id)] = time.perf_counter()
+            event_id, committed = await asyncio.to_thread(announce)
+            sent[event_id] = committed
             await asyncio.sleep(0.05)
-        try:
-            await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
-        except TimeoutError:
-            errors += sum(not t.done() for t in tasks)
+        _, waiting = await asyncio.wait(tasks, timeout=60)
+        for task in waiting:
+            task.cancel()
+        if waiting:
+            errors["streams still waiting after 60 s"] += len(waiting)
         wall = time.perf_counter() - t0
-    lat = np.array(received or [float("nan")]) * 1000
+    latencies = [t - sent[i] for i, t in arrivals if i in sent]
+    lat = np.array(latencies or [float("nan")]) * 1000
     return {
-        "requests": len(received),
-        "errors": errors + streams * SSE_EVENTS - len(received),
-        "rps": len(received) / wall,
+        "requests": len(latencies),
+        "errors": errors,
+        "missing": streams * SSE_EVENTS - len(latencies),
+        "rps": len(latencies) / wall,
         "p50": float(np.percentile(lat, 50)),
         "p99": float(np.percentile(lat, 99)),
     }
@@ -183,6 +191,7 @@ def main() -> None:
     from service.embedded import migrate, settings_env
     from workers.db import make_sessionmaker, session_scope
     from workers.events import add_event, commit_and_publish
+    from workers.models import JobEvent
     from workers.settings import Settings
 
     home = Path(tempfile.mkdtemp(prefix="sqsnn-bench-"))
@@ -215,11 +224,16 @@ def main() -> None:
         ]
         sse_job = seed_ids[0]
 
-        def announce() -> int:
+        def announce() -> tuple[int, float]:
             with session_scope(sessions) as s:
                 ev = add_event(s, sse_job, "progress", {"epoch": 1, "batch": 0, "loss": 0.0})
+                committed = time.perf_counter()
                 commit_and_publish(s, settings.pubsub_url, [ev])
-                return int(ev.id)
+                return int(ev.id), committed
+
+        def newest() -> int:
+            with session_scope(sessions) as s:
+                return int(s.scalar(select(func.max(JobEvent.id))) or 0)
 
         seq = iter(range(10**6, 10**9))
         scenarios: list[tuple[str, str, Any]] = [
@@ -235,7 +249,7 @@ def main() -> None:
                 (
                     level,
                     f"sse fan-out ({SSE_EVENTS} events)",
-                    asyncio.run(fan_out(app_url, auths[0], sse_job, level, announce)),
+                    asyncio.run(fan_out(app_url, auths[0], sse_job, level, announce, newest)),
                 )
             )
         sessions.kw["bind"].dispose()
@@ -257,9 +271,14 @@ def main() -> None:
         ratio = "" if name.startswith("sse") else f"{r['rps'] / ref:8.3f}"
         unit = "ev/s" if name.startswith("sse") else ""
         print(
-            f"{level:4d} {name:28s} {r['requests']:8d} {r['errors']:6d} {r['rps']:8.1f} {r['p50']:8.2f} "
+            f"{level:4d} {name:28s} {r['requests']:8d} {sum(r['errors'].values()) + r['missing']:6d} "
+            f"{r['rps']:8.1f} {r['p50']:8.2f} "
             f"{r['p99']:8.2f} {ratio:>8s} {unit}"
         )
+    for level, name, r in rows:
+        if r["errors"] or r["missing"]:
+            missing = f", {r['missing']} events not delivered" if r["missing"] else ""
+            print(f"errors at {level} {name}: {dict(r['errors'])}{missing}")
 
 
 if __name__ == "__main__":
