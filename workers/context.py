@@ -174,10 +174,15 @@ class JobContext:
         """Extend the lease if this worker still holds it (one compare-and-set UPDATE); False otherwise."""
         with session_scope(self.sessions) as s:
             expires = utcnow() + timedelta(seconds=self.settings.lease_s)
-            stmt = update(Job).where(Job.id == self.job_id, Job.lease_owner == self.token)
-            changed = s.execute(stmt.values(lease_expires_at=expires)).rowcount
+            stmt = (
+                update(Job)
+                .where(Job.id == self.job_id, Job.lease_owner == self.token)
+                .values(lease_expires_at=expires)
+                .returning(Job.id)
+            )
+            renewed = s.execute(stmt).first() is not None
             s.commit()
-            return bool(changed)
+            return renewed
 
     def check(self, *, force: bool = False) -> None:
         """Raise JobCancelled / LeaseLost when due (polled at most every ``cancel_poll_s`` unless ``force``);
