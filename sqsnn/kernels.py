@@ -108,8 +108,11 @@ def layer_backward(
     theta_in: F64,
     mode: int,
     sigmoid_surrogate: bool,
+    leak: float,
 ) -> tuple[F64, F64, F64, F64]:  # pragma: no cover - compiled
     """Reverse-mode pass through time, from :func:`layer_forward`'s outputs.
+
+    ``d max(z, 0)/dz`` is 1 for ``z > 0`` and ``leak`` for ``z <= 0`` (0: the exact convention, 0 at z = 0).
 
     Returns ``g_z (T, E)`` and, per element ``(E,)``, the summed gradients of the input angle
     (``phi + theta_in``), of ``theta_ent`` and of ``theta_mem`` (the caller sums them over the batch and
@@ -168,5 +171,5 @@ def layer_backward(
                 g_phi = g_p * half_sin[t, e] * half_cos[t, e]
                 acc_ent[e] += g_phi * last
             acc_in[e] += g_phi
-            g_z[t, e] = math.pi * g_phi if zz > 0 else 0.0
+            g_z[t, e] = math.pi * g_phi if zz > 0 else math.pi * leak * g_phi
     return g_z, acc_in, acc_ent, acc_mem

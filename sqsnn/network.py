@@ -42,6 +42,9 @@ class NetworkConfig:
             start, where ``RX(pi z)`` passes gradient (for z <= 0 the embedding is the identity and the
             neuron's weights get none).
         angle_scale: angles start uniform in ``±angle_scale`` radians.
+        embedding_leak: backward slope of ``max(z, 0)`` for ``z <= 0`` during training (a surrogate, like
+            ``surrogate``; 0 is the exact gradient). Without it a neuron whose currents fell below 0 for every
+            input gets no gradient again (a dead neuron); the forward pass is unchanged.
         seed: initialisation seed.
     """
 
@@ -53,6 +56,7 @@ class NetworkConfig:
     weight_scale: float = 1.0
     weight_mean: float = 1.0
     angle_scale: float = 0.5
+    embedding_leak: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -61,8 +65,8 @@ class NetworkConfig:
         self.sizes = [int(s) for s in self.sizes]
         check_mode(self.mode)
         check_surrogate(self.surrogate)
-        if self.weight_scale <= 0 or self.angle_scale < 0:
-            raise ValueError("weight_scale must be > 0 and angle_scale >= 0")
+        if self.weight_scale <= 0 or self.angle_scale < 0 or self.embedding_leak < 0:
+            raise ValueError("weight_scale must be > 0, angle_scale >= 0 and embedding_leak >= 0")
 
 
 class SpikingNetwork(nn.Module):
@@ -181,7 +185,9 @@ class SQSNetwork(SpikingNetwork):
         for layer in self.layers:
             assert isinstance(layer, SQSLayer)
             z = layer.currents(h, x if layer.direct_weight is not None else None)
-            h, p = sqs_layer(z, layer.params(), self.config.mode, generator, self.config.surrogate)
+            h, p = sqs_layer(
+                z, layer.params(), self.config.mode, generator, self.config.surrogate, leak=self.config.embedding_leak
+            )
             spikes.append(h)
             probs.append(p)
         return NetworkOutput(spikes, probs)

@@ -90,15 +90,27 @@ def initial_state(
     return SQSState(zeros, torch.ones_like(zeros), zeros.clone())
 
 
-def embedding_angle(z: Tensor) -> Tensor:
-    """:math:`\\phi = \\pi \\max(z, 0)`, the RX angle that embeds current ``z`` (same shape)."""
-    return math.pi * torch.clamp(z, min=0.0)
+def embedding_angle(z: Tensor, leak: float = 0.0) -> Tensor:
+    """:math:`\\phi = \\pi \\max(z, 0)`, the RX angle that embeds current ``z`` (same shape).
+
+    Gradient convention (shared by the fused kernels and the local rule's estimators):
+    :math:`\\partial \\max(z, 0) / \\partial z = 1[z > 0]`, so 0 at ``z = 0`` exactly (``torch.relu``'s
+    convention; ``torch.clamp`` would pass 1 there). ``leak > 0`` is a surrogate for training: the value is
+    unchanged but the backward pass uses the slope ``leak`` for ``z <= 0``, so a neuron whose currents all
+    went negative still receives gradient.
+    """
+    phi = math.pi * torch.relu(z)
+    if leak:
+        below = torch.clamp(z, max=0.0)  # gradient 1 for z <= 0 (clamp passes it at the boundary)
+        phi = phi + math.pi * leak * (below - below.detach())
+    return phi
 
 
-def spike_probability(z: Tensor, state: SQSState, params: SQSParams, mode: MemoryMode) -> Tensor:
-    """Probability of a spike this step given the memory ``state``; ``z`` and the result are ``(B, n)``."""
+def spike_probability(z: Tensor, state: SQSState, params: SQSParams, mode: MemoryMode, *, leak: float = 0.0) -> Tensor:
+    """Probability of a spike this step given the memory ``state``; ``z`` and the result are ``(B, n)``.
+    ``leak``: the embedding's backward slope for ``z <= 0`` (:func:`embedding_angle`)."""
     check_mode(mode)
-    phi = embedding_angle(z)
+    phi = embedding_angle(z, leak)
     if mode == "official":
         a = phi + params.theta_mem + params.theta_in + params.theta_ent * state.last_spike
         return torch.sin(0.5 * a) ** 2
@@ -135,13 +147,15 @@ def _quantum_update(
     return y_pre * cm - z_pre * sm, y_pre * sm + z_pre * cm
 
 
-def next_state(z: Tensor, state: SQSState, params: SQSParams, mode: MemoryMode, spikes: Tensor) -> SQSState:
+def next_state(
+    z: Tensor, state: SQSState, params: SQSParams, mode: MemoryMode, spikes: Tensor, *, leak: float = 0.0
+) -> SQSState:
     """Memory after observing ``spikes`` (``(B, n)``, 0/1; treated as constants) at currents ``z``."""
     check_mode(mode)
     hard = spikes.detach()
     if mode != "quantum":
         return SQSState(state.bloch_y, state.bloch_z, hard)
-    a0 = embedding_angle(z) + params.theta_in
+    a0 = embedding_angle(z, leak) + params.theta_in
     y, zb = _quantum_update(state, a0, a0 + params.theta_ent, hard, params.theta_mem)
     return SQSState(y, zb, hard)
 
@@ -153,6 +167,8 @@ def sqs_step(
     mode: MemoryMode,
     generator: torch.Generator | None,
     surrogate: Surrogate = "sigmoid",
+    *,
+    leak: float = 0.0,
 ) -> tuple[Tensor, Tensor, SQSState]:
     """One single-shot step of a layer of SQS neurons (plain autograd; the reference for :func:`sqs_layer`).
 
@@ -163,16 +179,17 @@ def sqs_step(
         mode: memory mode.
         generator: source of the single-shot randomness (one uniform ``(B, n)`` draw).
         surrogate: backward rule for ds/dp.
+        leak: backward slope of the embedding for ``z <= 0`` (:func:`embedding_angle`; 0: exact).
 
     Returns:
         ``(spikes, p, next_state)``: spikes ``(B, n)`` in {0, 1} carrying the surrogate gradient, spike
         probabilities ``(B, n)``, and the memory for the next step.
     """
     check_surrogate(surrogate)
-    p = spike_probability(z, state, params, mode)
+    p = spike_probability(z, state, params, mode, leak=leak)
     u = torch.rand(p.shape, generator=generator, dtype=p.dtype, device=p.device)
     hard = (u < p.detach()).to(p.dtype)
-    return _with_surrogate(hard, p, surrogate), p, next_state(z, state, params, mode, hard)
+    return _with_surrogate(hard, p, surrogate), p, next_state(z, state, params, mode, hard, leak=leak)
 
 
 def _numpy(t: Tensor) -> Any:
@@ -193,6 +210,7 @@ class _SQSLayerFn(torch.autograd.Function):
         mode: str,
         surrogate: str,
         generator: torch.Generator | None,
+        leak: float,
     ) -> tuple[Tensor, Tensor]:
         from sqsnn import kernels
 
@@ -208,6 +226,7 @@ class _SQSLayerFn(torch.autograd.Function):
         ctx.arrays = (z_np, spikes, probs, *memory, *angles)
         ctx.mode = mode
         ctx.surrogate = surrogate
+        ctx.leak = leak
         ctx.shape = (steps, batch, n)
         ctx.dtype = z.dtype
         as_tensor = [torch.from_numpy(a).reshape(steps, batch, n).to(z.dtype) for a in (spikes, probs)]
@@ -235,6 +254,7 @@ class _SQSLayerFn(torch.autograd.Function):
             ti,
             kernels.MODE_CODES[ctx.mode],
             ctx.surrogate == "sigmoid",
+            float(ctx.leak),
         )
 
         def per_neuron(acc: Any) -> Tensor:
@@ -248,17 +268,22 @@ class _SQSLayerFn(torch.autograd.Function):
         else:
             g_ent, g_mem = torch.zeros_like(g_in), torch.zeros_like(g_in)
         g_z_t = torch.from_numpy(g_z).reshape(steps, batch, n).to(ctx.dtype)
-        return g_z_t, g_ent, g_mem, g_in, None, None, None
+        return g_z_t, g_ent, g_mem, g_in, None, None, None, None
 
 
 def _stepwise_layer(
-    z: Tensor, params: SQSParams, mode: MemoryMode, generator: torch.Generator | None, surrogate: Surrogate
+    z: Tensor,
+    params: SQSParams,
+    mode: MemoryMode,
+    generator: torch.Generator | None,
+    surrogate: Surrogate,
+    leak: float,
 ) -> tuple[Tensor, Tensor]:
     """:func:`sqs_layer` by T calls of :func:`sqs_step` under autograd (any device)."""
     state = initial_state(z.shape[1], z.shape[2], dtype=z.dtype, device=z.device)
     spikes, probs = [], []
     for t in range(z.shape[0]):
-        s, p, state = sqs_step(z[t], state, params, mode, generator, surrogate)
+        s, p, state = sqs_step(z[t], state, params, mode, generator, surrogate, leak=leak)
         spikes.append(s)
         probs.append(p)
     return torch.stack(spikes), torch.stack(probs)
@@ -270,6 +295,8 @@ def sqs_layer(
     mode: MemoryMode,
     generator: torch.Generator | None,
     surrogate: Surrogate = "sigmoid",
+    *,
+    leak: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """Run a layer of n SQS neurons over a whole sample, memory reset to ``|0>`` at the start.
 
@@ -283,6 +310,7 @@ def sqs_layer(
         mode: memory mode.
         generator: source of the single-shot randomness.
         surrogate: backward rule for ds/dp.
+        leak: backward slope of the embedding for ``z <= 0`` (:func:`embedding_angle`; 0: exact).
 
     Returns:
         ``(spikes, p)``, both ``(T, B, n)``: single-shot spikes in {0, 1} (surrogate gradient) and the spike
@@ -290,12 +318,14 @@ def sqs_layer(
     """
     check_mode(mode)
     check_surrogate(surrogate)
+    if leak < 0:
+        raise ValueError(f"leak must be >= 0; got {leak}")
     if z.dim() != 3:
         raise ValueError(f"z must be (T, B, n); got shape {tuple(z.shape)}")
     if z.device.type != "cpu":
-        return _stepwise_layer(z, params, mode, generator, surrogate)
+        return _stepwise_layer(z, params, mode, generator, surrogate, leak)
     spikes, probs = _SQSLayerFn.apply(
-        z, params.theta_ent, params.theta_mem, params.theta_in, mode, surrogate, generator
+        z, params.theta_ent, params.theta_mem, params.theta_in, mode, surrogate, generator, leak
     )
     return spikes, probs
 

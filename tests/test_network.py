@@ -69,7 +69,7 @@ def test_training_learns_and_resumes_from_a_checkpoint() -> None:
     """Two-class digits: accuracy well above chance; resuming from the epoch-1 checkpoint, taken while
     training went on to epoch 3, equals an uninterrupted run (the checkpoint is a snapshot)."""
     data = load_dataset("digits", classes=[0, 1])
-    config = TrainConfig(epochs=6, batch_size=8, lr=1e-2, loss="probs", seed=4)
+    config = TrainConfig(epochs=6, batch_size=8, lr=1e-3, loss="probs", seed=4)
     full = train(SQSNetwork(NetworkConfig(sizes=[64, 16, 2], seed=5)), data, config)
     n_test = len(data.y_test)
     # chance is 1/2; P(Binomial(n_test, 1/2) >= 0.9 n_test) < 1e-9 for the 72 test images
@@ -141,3 +141,24 @@ def test_cli_errors_name_the_fix(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--hidden" in result.output
     result = runner.invoke(app, ["evaluate", str(tmp_path / "missing.pt")])
     assert result.exit_code == 2 and "sqsnn train --out" in result.output
+
+
+def test_fan_in_scaling_gives_each_weight_matrix_lr_times_1000_over_its_inputs() -> None:
+    """Adam's first step moves a parameter by lr * |g| / (|g| + 1e-8): by its learning rate unless the
+    gradient is tiny, never more. So the largest steps show the rates: 1000 / in times ``lr`` for (out, in)
+    weights, ``lr`` for the angles."""
+    data = load_dataset("digits", limit_train=64, val_fraction=0.0)
+    config = TrainConfig(epochs=1, batch_size=64, lr=1e-4, schedule="constant", seed=0)
+    net = SQSNetwork(NetworkConfig(sizes=[64, 20, 10], seed=0))
+    before = {k: v.detach().clone() for k, v in net.named_parameters()}
+    train(net, data, config)
+    for name, value in net.named_parameters():
+        step = (value.detach() - before[name]).abs()
+        moved = step[step > 0]
+        assert moved.numel() > 0, name
+        want = 1e-4 * 1000 / value.shape[1] if value.dim() == 2 else 1e-4
+        assert bool((moved <= want * (1 + 1e-9)).all()) and float(moved.max()) == pytest.approx(want, rel=1e-4), name
+    flat = SQSNetwork(NetworkConfig(sizes=[64, 20, 10], seed=0))
+    train(flat, data, TrainConfig(epochs=1, batch_size=64, lr=1e-4, schedule="constant", seed=0, lr_scaling="none"))
+    step = (flat.layers[0].weight.detach() - before["layers.0.weight"]).abs()
+    assert float(step.max()) == pytest.approx(1e-4, rel=1e-4)

@@ -142,3 +142,66 @@ def test_invalid_mode_and_shape_are_refused() -> None:
         sqs_layer(z[:, None, :], params, "classical", None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"\(T, B, n\)"):
         sqs_layer(z, params, "quantum", None)
+
+
+@pytest.mark.parametrize("mode", MEMORY_MODES)
+def test_the_embedding_gradient_is_zero_at_z_equal_zero_in_both_paths(mode: str) -> None:
+    """d max(z, 0)/dz = 1[z > 0]: no gradient reaches a current that is exactly 0 (fused kernel and
+    step-by-step autograd alike), while a current just above 0 gets pi * dp/dphi."""
+    n, batch = 4, 3
+    _, params = make_layer(n, seed=5, requires_grad=True)
+    z = torch.zeros(STEPS, batch, n, dtype=torch.float64)
+    z[:, :, 1] = 1e-9  # just above 0: the embedding's slope is pi there
+    z.requires_grad_(True)
+    w = torch.randn(STEPS, batch, n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    _, probs = sqs_layer(z, params, mode, torch.Generator().manual_seed(1))
+    (fused,) = torch.autograd.grad((w * probs).sum(), [z])
+    gen, state, ref = torch.Generator().manual_seed(1), initial_state(batch, n), []
+    for t in range(STEPS):
+        _, p, state = sqs_step(z[t], state, params, mode, gen)
+        ref.append(p)
+    (stepwise,) = torch.autograd.grad((w * torch.stack(ref)).sum(), [z])
+    at_zero = torch.ones(n, dtype=torch.bool)
+    at_zero[1] = False
+    assert torch.equal(fused[..., at_zero], torch.zeros_like(fused[..., at_zero]))
+    assert torch.equal(stepwise[..., at_zero], torch.zeros_like(stepwise[..., at_zero]))
+    assert torch.allclose(fused, stepwise, atol=1e-12)
+    # independent check at the last step (no later step depends on it): p_T's slope in phi times pi
+    if mode == "memoryless":
+        a = params.theta_in[1].detach()  # phi ~ 0
+        expected = math.pi * torch.sin(a) / 2 * w[-1, :, 1]
+        assert torch.allclose(fused[-1, :, 1], expected, atol=1e-7)
+    assert fused[..., 1].abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode", MEMORY_MODES)
+def test_embedding_leak_is_a_backward_only_slope_below_zero_in_both_paths(mode: str) -> None:
+    """leak > 0: same spikes and probabilities; the gradient reaching z <= 0 is leak times the one a
+    current just above 0 would get, identical in the fused kernel and in step-by-step autograd."""
+    n, batch, leak = 4, 3, 0.25
+    _, params = make_layer(n, seed=7, requires_grad=True)
+    g = torch.Generator().manual_seed(2)
+    z = (torch.randn(STEPS, batch, n, generator=g, dtype=torch.float64) * 0.5).requires_grad_(True)
+    w = torch.randn(STEPS, batch, n, generator=g, dtype=torch.float64)
+    s0, p0 = sqs_layer(z, params, mode, torch.Generator().manual_seed(1))
+    s1, p1 = sqs_layer(z, params, mode, torch.Generator().manual_seed(1), leak=leak)
+    assert torch.equal(s0, s1) and torch.equal(p0, p1)
+    (fused,) = torch.autograd.grad((w * p1).sum() + (w * s1).sum(), [z])
+    gen, state, ref_s, ref_p = torch.Generator().manual_seed(1), initial_state(batch, n), [], []
+    for t in range(STEPS):
+        s, p, state = sqs_step(z[t], state, params, mode, gen, leak=leak)
+        ref_s.append(s)
+        ref_p.append(p)
+    (stepwise,) = torch.autograd.grad((w * torch.stack(ref_p)).sum() + (w * torch.stack(ref_s)).sum(), [z])
+    assert torch.allclose(fused, stepwise, atol=1e-10)
+    below = z.detach() <= 0
+    assert below.any() and fused[below].abs().sum() > 0
+    # at the last step nothing later depends on z: its gradient is w * (1 + ds/dp) * dp/dphi * pi * slope
+    (exact,) = torch.autograd.grad((w * p0).sum() + (w * s0).sum(), [z])
+    last = below[-1]
+    assert torch.equal(exact[-1][last], torch.zeros_like(exact[-1][last]))
+    if mode == "memoryless":
+        a = params.theta_in.detach().expand(batch, n)[last]
+        p = torch.sin(a / 2) ** 2
+        expected = w[-1][last] * (1 + p * (1 - p)) * torch.sin(a) / 2 * math.pi * leak
+        assert torch.allclose(fused[-1][last], expected, atol=1e-12)

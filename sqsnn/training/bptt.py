@@ -6,7 +6,11 @@ and minimise the cross-entropy of ``logit_scale * r`` against the label, where `
 * ``counts`` — the output spike count divided by T (the reference code's loss), or
 * ``probs`` — the output's mean spike probability over T (lower variance: no output sampling noise).
 
-Gradients cross the sampled spikes through the model's surrogate. Optimiser: Adam.
+Gradients cross the sampled spikes through the model's surrogate. Optimiser: Adam. With
+``lr_scaling = "fan_in"`` every weight matrix of shape ``(out, in)`` learns at ``lr * 1000 / in`` (the other
+parameters — angles, biases — at ``lr``): Adam moves every weight by about the learning rate per step, so a
+neuron's current moves by about ``lr`` times its number of active inputs; scaling by ``1 / in`` makes that
+shift the same for narrow and wide layers (``lr`` is the rate of a 1,000-input layer).
 Everything random (shuffling, encoding, single shots) comes from one seeded ``torch.Generator``, so a run
 is reproducible and resumable from a :class:`Checkpoint`.
 """
@@ -54,6 +58,8 @@ __all__ = [
 ]
 
 Schedule = Literal["constant", "cosine"]
+LrScaling = Literal["fan_in", "none"]
+REFERENCE_FAN_IN = 1000
 
 
 @dataclass
@@ -71,6 +77,8 @@ class TrainConfig:
         seed: seed of the training generator.
         eval_batch_size: batch size of evaluation passes.
         schedule: learning rate ``constant`` or ``cosine`` (decays to 0 over all epochs' batches).
+        lr_scaling: ``fan_in`` (weights of a layer with ``in`` inputs learn at ``lr * 1000 / in``) or
+            ``none`` (every parameter at ``lr``).
     """
 
     epochs: int = 5
@@ -83,6 +91,7 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 500
     schedule: Schedule = "cosine"
+    lr_scaling: LrScaling = "fan_in"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "T", "eval_batch_size"):
@@ -92,6 +101,8 @@ class TrainConfig:
             raise ValueError(f"loss must be 'counts' or 'probs'; got {self.loss!r}")
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"schedule must be 'constant' or 'cosine'; got {self.schedule!r}")
+        if self.lr_scaling not in ("fan_in", "none"):
+            raise ValueError(f"lr_scaling must be 'fan_in' or 'none'; got {self.lr_scaling!r}")
         if not 0 < self.p_max <= 1:
             raise ValueError(f"p_max must be in (0, 1]; got {self.p_max}")
         if self.lr <= 0 or self.logit_scale <= 0:
@@ -137,6 +148,22 @@ def train(
     )
 
 
+def lr_scale(parameter: Tensor, lr_scaling: LrScaling) -> float:
+    """Factor on the learning rate of one parameter: ``1000 / in`` for an ``(out, in)`` weight matrix under
+    ``fan_in`` scaling, else 1."""
+    if lr_scaling == "fan_in" and parameter.dim() == 2:
+        return REFERENCE_FAN_IN / parameter.shape[1]
+    return 1.0
+
+
+def parameter_groups(model: SpikingModel, lr_scaling: LrScaling) -> list[dict[str, Any]]:
+    """Adam parameter groups, one per learning-rate factor (``lr_scale`` holds it)."""
+    groups: dict[float, list[Tensor]] = {}
+    for parameter in model.parameters():
+        groups.setdefault(lr_scale(parameter, lr_scaling), []).append(parameter)
+    return [{"params": params, "lr_scale": scale} for scale, params in groups.items()]
+
+
 class _AdamLearner:
     """One Adam step on the batch loss, with the configured learning-rate schedule."""
 
@@ -147,7 +174,7 @@ class _AdamLearner:
         self.config = config
         self.generator = generator
         self.batches_per_epoch = batches_per_epoch
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        self.optimizer = torch.optim.Adam(parameter_groups(model, config.lr_scaling), lr=config.lr)
 
     def learning_rate(self, epoch: int, batch: int) -> float:
         """Constant, or cosine-decayed to 0 over all batches of all epochs."""
@@ -159,8 +186,9 @@ class _AdamLearner:
     def step(self, x: Tensor, y: Tensor, epoch: int, batch: int) -> tuple[float, int]:
         out = self.model(x, self.generator)
         loss = batch_loss(out, y, self.config)
+        rate = self.learning_rate(epoch, batch)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate(epoch, batch)
+            group["lr"] = rate * group["lr_scale"]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
