@@ -51,15 +51,16 @@ def _parse_hidden(hidden: str) -> list[int]:
 @app.command()
 def train(
     dataset: DatasetOpt = "digits",
-    hidden: Annotated[str, typer.Option(help="Hidden widths, comma-separated ('' for none).")] = "128",
-    epochs: Annotated[int, typer.Option(min=1)] = 5,
+    hidden: Annotated[str | None, typer.Option(help="Hidden widths, comma-separated ('' for none).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1)] = None,
     mode: Annotated[str, typer.Option(help="quantum, memoryless or official")] = "quantum",
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate (cosine-decayed).")] = 1e-3,
-    steps: Annotated[int, typer.Option("--T", min=1, help="Time steps per sample.")] = 5,
-    p_max: Annotated[float, typer.Option(help="Rate-coding ceiling.")] = 0.5,
-    loss: Annotated[str, typer.Option(help="counts or probs")] = "counts",
-    logit_scale: Annotated[float, typer.Option(help="Scale of the output rates inside the softmax.")] = 5.0,
+    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
+    lr: Annotated[float | None, typer.Option(min=0.0, help="Adam learning rate (cosine-decayed).")] = None,
+    lr_scaling: Annotated[str | None, typer.Option(help="fan_in (weights: lr * 1000 / inputs) or none")] = None,
+    steps: Annotated[int | None, typer.Option("--T", min=1, help="Time steps per sample.")] = None,
+    p_max: Annotated[float | None, typer.Option(help="Rate-coding ceiling.")] = None,
+    loss: Annotated[str | None, typer.Option(help="counts or probs")] = None,
+    logit_scale: Annotated[float | None, typer.Option(help="Scale of the output rates inside the softmax.")] = None,
     surrogate: Annotated[str, typer.Option(help="sigmoid or straight-through")] = "sigmoid",
     bias: Annotated[bool, typer.Option(help="Trainable bias currents.")] = False,
     direct: Annotated[bool, typer.Option(help="Direct input-to-output synapses.")] = False,
@@ -71,19 +72,35 @@ def train(
     data_dir: DataDirOpt = None,
     out: Annotated[Path | None, typer.Option(help="Write the trained model here (.pt).")] = None,
 ) -> None:
-    """Train an SQSNN with surrogate-gradient BPTT and print test accuracy, spike rates and parameters."""
+    """Train an SQSNN with surrogate-gradient BPTT and print validation and test accuracy, spike rates and
+    parameters. Flags not given take the dataset's defaults (sqsnn.training.defaults), then the trainer's."""
     from sqsnn.datasets import load_dataset
     from sqsnn.network import NetworkConfig, SQSNetwork
     from sqsnn.training.bptt import TrainConfig
     from sqsnn.training.bptt import train as run_training
+    from sqsnn.training.defaults import defaults_for
 
+    given = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "lr_scaling": lr_scaling,
+        "loss": loss,
+        "logit_scale": logit_scale,
+        "T": steps,
+        "p_max": p_max,
+    }
+    preset = defaults_for(dataset)
+    settings = {k: v for k, v in given.items() if v is not None}
+    from_dataset = {k: v for k, v in preset.train.items() if k not in settings}
+    widths = ",".join(map(str, preset.hidden)) if hidden is None else hidden
     try:
         data = load_dataset(dataset, data_dir, limit_train=limit_train, val_fraction=val_fraction)
         if data.kind == "frames":
-            steps = int(data.x_train.shape[1])
+            settings["T"] = int(data.x_train.shape[1])
         net = SQSNetwork(
             NetworkConfig(
-                sizes=[data.n_features, *_parse_hidden(hidden), data.n_classes],
+                sizes=[data.n_features, *_parse_hidden(widths), data.n_classes],
                 mode=mode,  # type: ignore[arg-type]
                 bias=bias,
                 direct=direct,
@@ -91,25 +108,19 @@ def train(
                 seed=seed,
             )
         )
-        config = TrainConfig(
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            loss=loss,  # type: ignore[arg-type]
-            logit_scale=logit_scale,
-            T=steps,
-            p_max=p_max,
-            seed=seed,
-        )
+        config = TrainConfig(seed=seed, **{**from_dataset, **settings})
     except ValueError as exc:
         _fail(str(exc))
+    origin = {k: "flag" if k in settings else f"{dataset} default" if k in from_dataset else "default" for k in given}
+    chosen = ", ".join(f"{k} {getattr(config, k)} ({origin[k]})" for k in given)
+    console.print(f"settings: {chosen}")
     n_val = 0 if data.x_val is None else data.x_val.shape[0]
     console.print(
         f"[bold]{dataset}[/bold] {data.x_train.shape[0]} train / {n_val} val / {data.x_test.shape[0]} test · network "
         f"{'-'.join(map(str, net.config.sizes))} · mode {mode} · T {config.T} · "
         f"{net.num_parameters():,} parameters"
     )
-    batches = -(-len(data.y_train) // batch_size)
+    batches = -(-len(data.y_train) // config.batch_size)
     with Progress(
         TextColumn("epoch {task.fields[epoch]}"),
         BarColumn(),
@@ -119,7 +130,7 @@ def train(
         console=console,
         transient=True,
     ) as progress:
-        task = progress.add_task("train", total=batches * epochs, epoch=1, loss=float("nan"))
+        task = progress.add_task("train", total=batches * config.epochs, epoch=1, loss=float("nan"))
 
         def on_batch(epoch: int, index: int, value: float) -> None:
             progress.update(task, advance=1, epoch=epoch, loss=value)

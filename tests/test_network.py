@@ -162,3 +162,20 @@ def test_fan_in_scaling_gives_each_weight_matrix_lr_times_1000_over_its_inputs()
     train(flat, data, TrainConfig(epochs=1, batch_size=64, lr=1e-4, schedule="constant", seed=0, lr_scaling="none"))
     step = (flat.layers[0].weight.detach() - before["layers.0.weight"]).abs()
     assert float(step.max()) == pytest.approx(1e-4, rel=1e-4)
+
+
+def test_cli_takes_the_dataset_defaults_for_flags_not_given_and_says_so() -> None:
+    from sqsnn.training.defaults import DATASET_DEFAULTS
+
+    runner = CliRunner()
+    args = ["train", "--dataset", "digits", "--hidden", "4", "--epochs", "1", "--limit-train", "100"]
+    result = runner.invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert DATASET_DEFAULTS["digits"].train == {"loss": "probs", "p_max": 1.0}
+    assert "loss probs (digits default)" in flat and "p_max 1.0 (digits default)" in flat
+    assert "epochs 1 (flag)" in flat and "lr 0.001 (default)" in flat
+    assert "best validation accuracy" in flat and "test split was evaluated once" in flat
+    result = runner.invoke(app, [*args, "--loss", "counts", "--val-fraction", "0"], env={"COLUMNS": "300"})
+    flat = " ".join(result.output.split())
+    assert result.exit_code == 0 and "loss counts (flag)" in flat and "no validation split" in flat

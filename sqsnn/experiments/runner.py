@@ -126,15 +126,14 @@ def run_cell(
         held_out = (
             f"validation accuracy {metrics.val_accuracy:.4f}"
             if metrics.val_accuracy is not None
-            else (f"test accuracy {metrics.test_accuracy:.4f}")
+            else f"test accuracy {metrics.test_accuracy:.4f}"
         )
         log(f"  {cell.key} epoch {metrics.epoch}: {held_out}")
 
     def run(options: dict[str, Any], resume: Checkpoint | None, stop: Callable[[], bool] | None) -> TrainResult:
         if spec.method == "bptt":
-            return train(
-                model, data, TrainConfig(seed=cell.seed, **options), resume=resume, on_epoch=on_epoch, should_stop=stop
-            )  # type: ignore[arg-type]
+            config = TrainConfig(seed=cell.seed, **options)
+            return train(model, data, config, resume=resume, on_epoch=on_epoch, should_stop=stop)  # type: ignore[arg-type]
         assert isinstance(model, SQSNetwork)
         return train_local(
             model, data, LocalConfig(seed=cell.seed, **options), resume=resume, on_epoch=on_epoch, should_stop=stop
