@@ -169,9 +169,10 @@ def test_concurrent_advances_of_one_submission_take_each_step_once(served, setti
     job_id = submit(
         sessions_, settings, owner, infer_spec(store_model(sessions_, settings, owner), BACKEND), send=False
     )
-    assert claim(settings, job_id, "test-worker")
+    playing = settings.model_copy(update={"lease_s": 120.0})  # the test plays the worker: no reaper takeover
+    assert claim(playing, job_id, "test-worker")
     first: list[int] = []
-    start_hardware(JobContext(settings, job_id, "test-worker"), first.append)
+    start_hardware(JobContext(playing, job_id, "test-worker"), first.append)
 
     def drive() -> None:
         current = first[0]
@@ -211,3 +212,36 @@ def test_an_unavailable_provider_falls_back_to_a_simulator_on_the_prefork_worker
     refused = submit(sessions_, settings, owner, infer_spec(model_id, "loopback:offline"))  # fallback none
     job = wait_final(sessions_, [refused], timeout=60)[refused]
     assert job.state == "failed" and "fallback='none' forbids running elsewhere" in job.failure_reason
+
+
+def test_a_lost_submission_message_is_sent_again_by_the_poller(stack, settings, monkeypatch) -> None:
+    """The first advance message never reaches the broker (as when Redis restarts empty): once the row has
+    not been looked at for hardware_stale_s, beat's poll_hardware sends it again and the job completes."""
+    from workers.context import JobContext, claim
+    from workers.hardware import start_hardware
+
+    monkeypatch.setenv("SQSNN_REDIS_URL", settings.pubsub_url)  # start_hardware builds the provider here
+    sessions_, owner, model_id, r = stack
+    job_id = submit(sessions_, settings, owner, infer_spec(model_id, BACKEND), send=False)
+    playing = settings.model_copy(update={"lease_s": 120.0})  # the test plays the worker: no reaper takeover
+    assert claim(playing, job_id, "test-worker")
+    start_hardware(JobContext(playing, job_id, "test-worker"), lambda sub_id: None)  # the message is lost
+    started = time.monotonic()
+    job = wait_final(sessions_, [job_id], timeout=60)[job_id]
+    assert job.state == "succeeded", job.failure_reason
+    assert time.monotonic() - started >= settings.hardware_stale_s - 1  # it waited to be stale, then recovered
+    assert [accepted(r, k) for k in keys_of(job_id)] == [1, 1]
+
+
+def test_the_reaper_fails_a_qpu_job_left_without_an_open_submission(stack, settings) -> None:
+    from workers.events import set_state
+
+    sessions_, owner, model_id, _ = stack
+    job_id = submit(sessions_, settings, owner, infer_spec(model_id, BACKEND), send=False)
+    with sessions_() as s:
+        job = s.get(Job, job_id)
+        job.enqueued_at = utcnow()
+        set_state(s, job, "running", substate="waiting_qpu")  # as a crash of an older release could leave it
+        s.commit()
+    job = wait_final(sessions_, [job_id], timeout=30)[job_id]
+    assert job.state == "failed" and job.failure_reason == "no open provider submission is left for this QPU job"
