@@ -103,7 +103,12 @@ def test_grid_runs_every_cell_and_writes_records_table_and_figures(tmp_path: Pat
     assert {(n["key"], n["layer"]) for n in neurons} >= {(sqsnn["key"], "0"), (sqsnn["key"], "1")}
     assert all(0.0 <= float(n["rate"]) <= 1.0 for n in neurons)
     table = (results / "results.md").read_text()
-    assert table.count("| digits |") == 5  # one row per (model, mode, method), seeds aggregated
+    main_table = table.split("## ")[0]
+    assert main_table.count("| digits |") == 5  # one row per (model, mode, method), seeds aggregated
+    ablation = table.split("## Memory ablation")[1].split("## ")[0]
+    assert ablation.count("| digits | 64-4-2 | BPTT |") == 2  # quantum and memoryless, same sizes and method
+    counts = table.split("## Parameter counts")[1]
+    assert f"| digits | SQSNN | sqsnn | 64-4-2 | {64 * 4 + 4 * 2 + 3 * 6} | 1.0000 |" in counts
     assert "local (chain), direct synapses" in table
     figures = sorted(p.name for p in (results / "figures").iterdir())
     assert "accuracy_digits.png" in figures

@@ -100,6 +100,75 @@ def _rates_figure(path: Path, title: str, rates: dict[int, list[float]]) -> None
     plt.close(fig)
 
 
+def _summary(rows: list[dict[str, str]]) -> tuple[str, str, str]:
+    """Validation and test accuracy (mean ± std, %) and mean per-layer spike rates of one group of cells."""
+    val_accs = [float(r["val_accuracy"]) for r in rows if r.get("val_accuracy")]
+    rate_lists = [split_numbers(r["spike_rates"]) for r in rows if r["spike_rates"]]
+    rates = [statistics.fmean(col) for col in zip(*rate_lists, strict=True)] if rate_lists else []
+    test = _mean_std([float(r["test_accuracy"]) for r in rows])
+    return _mean_std(val_accs), test, " / ".join(f"{v:.3f}" for v in rates)
+
+
+def _memory_ablation(groups: dict[GroupKey, list[dict[str, str]]]) -> list[str]:
+    """A table of the SQSNN memory modes side by side, for every dataset, layer sizes and training method
+    that ran more than one mode (empty when none did)."""
+    by_setting: dict[tuple[str, str, str], dict[str, list[dict[str, str]]]] = defaultdict(lambda: defaultdict(list))
+    for (dataset, _, mode, method), rows in groups.items():
+        if rows[0]["kind"] == "sqsnn":
+            by_setting[(dataset, rows[0]["sizes"], method)][mode].extend(rows)
+    settings = {k: v for k, v in sorted(by_setting.items()) if len(v) > 1}
+    if not settings:
+        return []
+    lines = [
+        "## Memory ablation",
+        "",
+        "SQSNN cells that differ only in the memory mode: quantum memory, memoryless (memory reset every step) "
+        "and the reference code's classical last-spike memory (official).",
+        "",
+        "| Dataset | Layer sizes | Training | Memory | Val accuracy (%) | Test accuracy (%) | Seeds | "
+        "Spike rate per layer |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (dataset, sizes, _method), modes in settings.items():
+        for mode, rows in sorted(modes.items()):
+            val, test, rates = _summary(rows)
+            seeds = ", ".join(sorted({r["seed"] for r in rows}, key=int))
+            size_text = "-".join(str(int(v)) for v in split_numbers(sizes))
+            lines.append(
+                f"| {dataset} | {size_text} | {_training(rows[0])} | {mode} | {val} | {test} | {seeds} | {rates} |"
+            )
+    return [*lines, ""]
+
+
+def _parameter_counts(groups: dict[GroupKey, list[dict[str, str]]]) -> list[str]:
+    """Every model's trainable-parameter count per dataset, relative to the dataset's largest SQSNN without
+    direct synapses (the one parameter-matched baselines are matched to)."""
+    models: dict[str, dict[tuple[str, str, str], int]] = defaultdict(dict)
+    plain_sqsnn: dict[str, list[int]] = defaultdict(list)
+    for (dataset, label, _, _), rows in groups.items():
+        first = rows[0]
+        models[dataset][(label, first["kind"], first["sizes"])] = int(first["num_parameters"])
+        if first["kind"] == "sqsnn" and first["direct"] != "True":
+            plain_sqsnn[dataset].append(int(first["num_parameters"]))
+    lines = [
+        "## Parameter counts",
+        "",
+        "Trainable scalars of every model (SQSNN: weights, biases if any, three angles per neuron; LIF: weights "
+        "and biases; QLIF: two weight matrices). A LIF network with `match_parameters` has the hidden width "
+        "whose count is closest to the named SQSNN's.",
+        "",
+        "| Dataset | Model | Kind | Layer sizes | Params | Params / SQSNN |",
+        "|---|---|---|---|---|---|",
+    ]
+    for dataset, counts in sorted(models.items()):
+        reference = max(plain_sqsnn[dataset], default=None)
+        for (label, kind, sizes), n in sorted(counts.items()):
+            ratio = f"{n / reference:.4f}" if reference else "–"
+            size_text = "-".join(str(int(v)) for v in split_numbers(sizes))
+            lines.append(f"| {dataset} | {label} | {kind} | {size_text} | {n} | {ratio} |")
+    return [*lines, ""]
+
+
 def report(results_dir: Path | str, output: Path | str | None = None) -> Path:
     """Write the markdown table (``output``, default ``<results_dir>/results.md``) and the figures.
 
@@ -177,6 +246,8 @@ def report(results_dir: Path | str, output: Path | str | None = None) -> Path:
             f"[raster]({link(raster_path)}), [rates]({link(rates_path)}) | `{first['command']}` |"
         )
     lines.append("")
+    lines += _memory_ablation(groups)
+    lines += _parameter_counts(groups)
     for dataset, by_name in sorted(curves.items()):
         path = fig_dir / f"accuracy_{_slug((dataset,))}.png"
         _accuracy_figure(path, dataset, by_name)

@@ -3,8 +3,8 @@
 Each cell trains a fresh model (seeded with the cell's seed) with BPTT or the local rule, checkpoints after
 every epoch under ``checkpoints/`` and, when done, appends its rows to the CSV files of
 :mod:`sqsnn.experiments.records` and deletes its checkpoint. Running the same configuration again skips
-the cells already in ``cells.csv`` and resumes an interrupted cell from its last checkpoint. Finally the
-table and figures are rebuilt (:func:`sqsnn.experiments.report.report`).
+the cells already in ``cells.csv`` and resumes an interrupted cell from its last checkpoint. The table and
+figures (:func:`sqsnn.experiments.report.report`) are rebuilt after every finished cell.
 """
 
 from __future__ import annotations
@@ -231,7 +231,8 @@ def run_experiment(config: Path | str, *, log: Callable[[str], None] = print) ->
         append_rows(out / CELLS, CELL_COLUMNS, [row])
         (out / "checkpoints" / f"{cell.slug}.pt").unlink(missing_ok=True)  # the cell is recorded as finished
         summary.ran.append(cell.key)
-    if (out / CELLS).is_file():
+        report(out, cfg.report)  # the table shows every finished cell while later ones still run
+    if not summary.ran and (out / CELLS).is_file():
         report(out, cfg.report)
     if summary.remaining:
         log(f"{len(summary.remaining)} cell(s) left by max_total_seconds; run the same command to continue")
