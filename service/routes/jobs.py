@@ -17,6 +17,7 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 from sse_starlette import EventSourceResponse
 
 from service.deps import CeleryDep, DbDep, JobId, KeyDep, SettingsDep, authenticate, owned
@@ -115,7 +116,9 @@ def _submit(
             if done is None:
                 raise
             return done
-        return _Submitted(JobOut.model_validate(s.scalars(_full(job.id)).one()), job.queue, created=True)
+        for relation in ("epochs", "submissions"):  # a new job has none: no queries to find that out
+            set_committed_value(job, relation, [])
+        return _Submitted(JobOut.model_validate(job), job.queue, created=True)
 
     return work
 
