@@ -13,7 +13,7 @@ quarter of it, the rest trains) on the first circuit backend and prints their va
 test split is not used for that choice.
 
 Usage: ``python bench/hardware_train.py [--backends aer,exact] [--epochs 3] [--shots 32] [--estimator chain]
-[--lr 0.01] [--batch-size 16] [--select]``; ``ibm-local:fake_kingston`` and ``braket-local:sv`` are accepted
+[--lr 0.03] [--batch-size 16] [--select]``; ``ibm-local:fake_kingston`` and ``braket-local:sv`` are accepted
 too (slow: noisy density-matrix / mid-circuit simulation).
 """
 
@@ -81,10 +81,10 @@ def select(data: Dataset, base: LocalConfig, backend: str) -> None:
     held = validation_split(data)
     print(f"selection on {backend}: {len(held.y_train)} training images, {len(held.y_test)} validation images")
     candidates = [
-        replace(base, estimator="chain", shots=16),
-        replace(base, estimator="chain", shots=32),
-        replace(base, estimator="shift", shots=32),
-        replace(base, estimator="chain", shots=32, lr=base.lr * 3),
+        replace(base, estimator="chain", shots=16, lr=0.01),
+        replace(base, estimator="chain", shots=32, lr=0.01),
+        replace(base, estimator="shift", shots=32, lr=0.01),
+        replace(base, estimator="chain", shots=32, lr=0.03),
     ]
     for config in candidates:
         row = run(backend, held, config)
@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--shots", type=int, default=32)
     parser.add_argument("--estimator", default="chain", choices=["shift", "chain", "official", "exact"])
-    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--lr", type=float, default=0.03)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--select", action="store_true")
     args = parser.parse_args()

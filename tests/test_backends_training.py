@@ -179,9 +179,10 @@ def test_official_mode_and_missing_shots_are_refused_on_circuit_backends() -> No
         backend_training("aer", LocalConfig(estimator="chain"), "quantum")
 
 
-# Chosen on a validation part of the training split (bench/hardware_train.py --select): chain estimator,
-# 32 shots, batch 16, lr 0.01, 3 epochs (validation accuracy 0.986 on 72 held-out training images).
-AER_CONFIG = LocalConfig(estimator="chain", epochs=3, batch_size=16, T=5, shots=32, lr=0.01, seed=0)
+# Chosen on a validation part of the training split (bench/hardware_train.py --select, 194 training / 65
+# validation images, 3 epochs: chain 16 shots lr 0.01 0.985, chain 32 shots lr 0.01 0.985, shift 32 shots
+# lr 0.01 0.769, chain 32 shots lr 0.03 1.000).
+AER_CONFIG = LocalConfig(estimator="chain", epochs=3, batch_size=16, T=5, shots=32, lr=0.03, seed=0)
 
 
 def test_local_rule_on_aer_with_shot_estimates_learns_digits_zero_vs_one() -> None:

@@ -22,7 +22,7 @@ def aer_body(**overrides: Any) -> dict[str, Any]:
         "model": {"hidden": [8], "direct": True},
         "dataset": {"name": "digits", "classes": [0, 1]},
         "encoder": {"T": 5, "p_max": 0.5},
-        "training": {"method": "local", "estimator": "chain", "shots": 32, "epochs": 3, "batch_size": 16, "lr": 0.01},
+        "training": {"method": "local", "estimator": "chain", "shots": 32, "epochs": 3, "batch_size": 16, "lr": 0.03},
         "backend": "aer",
         "seed": 0,
     }
