@@ -50,8 +50,10 @@ def migrate(settings: Settings) -> None:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """This process's environment with ``settings`` written as ``SQSNN_*`` variables (for child processes)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SQSNN_")}
+    """This process's environment with ``settings`` written as ``SQSNN_*`` variables (for child processes);
+    ``SQSNN_*`` variables that are not settings (e.g. ``SQSNN_IBM_API_URL``, read by backends) pass through."""
+    fields = {f"SQSNN_{name.upper()}" for name in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k not in fields}
     for name, value in settings.model_dump().items():
         if value is None:
             continue

@@ -438,8 +438,9 @@ class _JobRun:
             z.numpy(), params, shots=1, mode=self.net.config.mode, seed=derive_seed(self.carry["seed"], self.step),
             idempotency_key=provider_key(job.id, self.step), session_id=session_id,
         )  # fmt: skip
-        sub.provider_job_id = submitted.job_ids[0] if submitted.job_ids else None
-        sub.tags = list(submitted.job_ids)
+        shown = [_redact(job_id) for job_id in submitted.job_ids]  # Braket task ARNs name the AWS account
+        sub.provider_job_id = shown[0] if shown else None
+        sub.tags = shown
         sub.session_id = submitted.session_id
         sub.calibration = submitted.calibration
         sub.payload = {**(sub.payload or {}), "submitted": dataclasses.asdict(submitted)}
@@ -447,7 +448,7 @@ class _JobRun:
             return self._store(s, sub, job, self.backend.fetch(submitted))
         sub.status = "submitted"
         ev = set_state(
-            s, job, "running", substate="waiting_qpu", layer=self.step, provider_job_ids=submitted.job_ids,
+            s, job, "running", substate="waiting_qpu", layer=self.step, provider_job_ids=shown,
             session_id=submitted.session_id,
         )  # fmt: skip
         commit_and_publish(s, self.settings.pubsub_url, [ev])
@@ -481,11 +482,21 @@ class _JobRun:
         elif state == "done":  # fetch and store under the same lock: the result is taken exactly once
             return self._store(s, sub, job, self.backend.fetch(submitted), events)
         else:
-            raise ProviderStopped(
-                "failed", f"provider job {submitted.job_ids} of layer {self.step} ended {state}", cancel=False
-            )
+            raise ProviderStopped("failed", self._ended(submitted, state), cancel=False)
         commit_and_publish(s, self.settings.pubsub_url, events)
         return Outcome(wait_s=poll_delay(self.settings))
+
+    def _ended(self, submitted: Any, state: str) -> str:
+        """Why the provider job of this layer ended ``state`` (failed / cancelled): the provider's own reason,
+        which fetching the job raises (redacted by the backend), else the bare state (no job ids: Braket
+        task ARNs name the AWS account)."""
+        from backends.base import ProviderError
+
+        try:
+            self.backend.fetch(submitted)
+        except ProviderError as exc:
+            return f"provider error on layer {self.step}: {exc}"
+        return f"provider job of layer {self.step} ended {state}"
 
     def _store(
         self, s: Session, sub: HardwareSubmission, job: Job, result: Any, events: list[JobEvent] | None = None
