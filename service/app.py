@@ -11,7 +11,7 @@ from service import errors
 from service.deps import Db
 from service.limits import BodyLimit
 from service.metrics import AppMetrics
-from service.routes import jobs, models, system
+from service.routes import estimates, jobs, model_upload, models, system, ui
 from service.wakeups import Wakeups
 from workers.celery_app import make_celery
 from workers.settings import Settings
@@ -58,6 +58,9 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(system.router)
+    app.include_router(model_upload.router)
+    app.include_router(estimates.router)
+    app.include_router(ui.router)
     # the last added is outermost: the metrics see every answer, including the size limit's 413s
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(app.state.metrics.middleware)

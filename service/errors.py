@@ -85,6 +85,10 @@ def _field_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 async def validation_handler(_request: Request, exc: Exception) -> JSONResponse:
     """422 with pydantic's error list, the first bad field and a message naming each one."""
     assert isinstance(exc, RequestValidationError)
+    if bad_json := [e for e in exc.errors() if e.get("type") == "json_invalid"]:
+        e = bad_json[0]  # loc is ("body", character offset)
+        message = f"the body is not valid JSON: {e.get('ctx', {}).get('error', e['msg'])} at character {e['loc'][-1]}"
+        return JSONResponse(_body(message, "body", message), status.HTTP_400_BAD_REQUEST)
     errors = _field_errors(list(exc.errors()))
     field = dotted(errors[0]["loc"]) if errors else None
     return JSONResponse(_body(_summary(errors), field, errors), status.HTTP_422_UNPROCESSABLE_CONTENT)
@@ -145,7 +149,7 @@ def install(app: FastAPI) -> None:
 
 
 DESCRIPTIONS = {
-    400: "the body cannot be parsed (not UTF-8 JSON)",
+    400: "the body cannot be parsed (not UTF-8, not valid JSON)",
     401: "missing or invalid API key (`Authorization: Bearer <key>`)",
     403: "the owner's storage quota is used up",
     404: "no such resource for this API key's owner",
