@@ -31,6 +31,7 @@ import redis
 from service.auth import create_key
 from service.embedded import migrate, settings_env
 from workers.db import make_sessionmaker
+from workers.events import add_event, commit_and_publish
 from workers.settings import Settings
 
 pytestmark = pytest.mark.service
@@ -126,7 +127,7 @@ def deployed(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
     base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
     redis.Redis.from_url(REDIS_URL).flushdb()
     ours = settings.model_copy(
-        update={"database_url": f"{base}/{name}", "broker_url": REDIS_URL, "max_active_jobs": 10**6}
+        update={"database_url": f"{base}/{name}", "broker_url": REDIS_URL, "max_active_jobs": 10**6, "sse_poll_s": 30.0}
     )
     api = None
     try:
@@ -224,7 +225,22 @@ def test_100_open_sse_streams_hold_nothing_and_do_not_slow_listing(deployed) -> 
     asyncio.run(_latencies(api.url, auth, 50, 4))  # warm both processes up
     without = _summary(asyncio.run(_latencies(api.url, auth, 300, 8)))
 
-    async def with_streams() -> tuple[dict[str, float], int, int]:
+    def announce(job_id: str) -> int:
+        """Store and announce one event of ``job_id`` as a worker does; returns its id."""
+        sessions = make_sessionmaker(settings)
+        with sessions() as s:
+            ev = add_event(s, job_id, "progress", {"epoch": 1, "batch": 0, "loss": 0.0})
+            commit_and_publish(s, settings.pubsub_url, [ev])
+            event_id = int(ev.id)
+        sessions.kw["bind"].dispose()
+        return event_id
+
+    async def until(lines: Any, event_id: int) -> None:
+        async for line in lines:
+            if line == f"id: {event_id}":
+                return
+
+    async def with_streams() -> tuple[dict[str, float], int, int, float]:
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=0)
         async with httpx.AsyncClient(base_url=api.url, headers=auth, limits=limits, timeout=60) as sse:
             opened: list[Any] = []
@@ -233,7 +249,8 @@ def test_100_open_sse_streams_hold_nothing_and_do_not_slow_listing(deployed) -> 
                 cm = sse.stream("GET", f"/v1/jobs/{jobs[i % 10]}/events")
                 stack.append(cm)
                 opened.append(await cm.__aenter__())
-            firsts = [await r.aiter_lines().__anext__() for r in opened]  # each has sent its retry frame
+            lines = [r.aiter_lines() for r in opened]
+            firsts = [await it.__anext__() for it in lines]  # each has sent its retry frame
             assert all(r.status_code == 200 for r in opened) and all(f.startswith("retry") for f in firsts)
             with psycopg.connect(_db_url(settings)) as conn:
                 idle_in_tx = conn.execute(
@@ -245,15 +262,21 @@ def test_100_open_sse_streams_hold_nothing_and_do_not_slow_listing(deployed) -> 
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 ).fetchone()[0]
             summary = _summary(await _latencies(api.url, auth, 300, 8))
+            # one event per job: Redis wakes every stream (the fallback re-read is 30 s away)
+            t0 = time.perf_counter()
+            ids = {job_id: await asyncio.to_thread(announce, job_id) for job_id in jobs}
+            await asyncio.wait_for(asyncio.gather(*(until(it, ids[jobs[i % 10]]) for i, it in enumerate(lines))), 10)
+            delivered_s = time.perf_counter() - t0
             for cm in stack:
                 await cm.__aexit__(None, None, None)
-            return summary, idle_in_tx, held
+            return summary, idle_in_tx, held, delivered_s
 
-    streaming, idle_in_tx, held = asyncio.run(with_streams())
+    streaming, idle_in_tx, held, delivered_s = asyncio.run(with_streams())
     print(
         f"\nGET /v1/jobs without streams {without}; with 100 open streams {streaming}; "
         f"p99 ratio {streaming['p99_ms'] / without['p99_ms']:.2f}; connections idle in transaction {idle_in_tx}, "
-        f"connections of the API to its database {held}"
+        f"connections of the API to its database {held}; 10 announced events reached all 100 streams "
+        f"in {delivered_s:.2f} s"
     )
     assert idle_in_tx == 0
     assert held <= 2 * (settings.api_db_threads + 1)
