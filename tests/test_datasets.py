@@ -16,7 +16,7 @@ from sqsnn.datasets.base import stratified_subset
 
 @pytest.fixture(scope="module")
 def digits() -> Dataset:
-    return load_dataset("digits")
+    return load_dataset("digits", val_fraction=0.0)
 
 
 def test_digits_matches_an_independent_sklearn_split(digits: Dataset) -> None:
@@ -46,18 +46,18 @@ def test_digits_split_is_stratified(digits: Dataset) -> None:
 
 
 def test_mnist_5k_split_shapes_ranges_and_balance() -> None:
-    d = load_dataset("mnist-5k")
+    d = load_dataset("mnist-5k", val_fraction=0.0)
     assert d.x_train.shape == (4000, 784) and d.x_test.shape == (1000, 784)
     assert d.image_shape == (28, 28) and d.kind == "static" and d.n_classes == 10
     assert float(d.x_train.min()) == 0.0 and float(d.x_train.max()) == 1.0
     assert torch.equal(torch.bincount(d.y_train), torch.full((10,), 400))
     assert torch.equal(torch.bincount(d.y_test), torch.full((10,), 100))
-    again = load_dataset("mnist-5k", limit_test=20)
+    again = load_dataset("mnist-5k", limit_test=20, val_fraction=0.0)
     assert torch.equal(again.x_train, d.x_train)  # fixed split: same train side every load
 
 
 def test_classes_keep_and_relabel_in_the_given_order(digits: Dataset) -> None:
-    d = load_dataset("digits", classes=[7, 2])
+    d = load_dataset("digits", classes=[7, 2], val_fraction=0.0)
     assert d.n_classes == 2
     for full_x, full_y, x, y in (
         (digits.x_train, digits.y_train, d.x_train, d.y_train),
@@ -69,17 +69,17 @@ def test_classes_keep_and_relabel_in_the_given_order(digits: Dataset) -> None:
 
 
 def test_limits_take_seeded_stratified_subsets(digits: Dataset) -> None:
-    d = load_dataset("digits", limit_train=100, limit_test=30)
+    d = load_dataset("digits", limit_train=100, limit_test=30, val_fraction=0.0)
     assert d.x_train.shape == (100, 64) and d.x_test.shape == (30, 64)
     assert torch.equal(torch.bincount(d.y_train, minlength=10), torch.full((10,), 10))
     assert torch.equal(torch.bincount(d.y_test, minlength=10), torch.full((10,), 3))
     full = {tuple(r) for r in digits.x_train.tolist()}
     assert all(tuple(r) in full for r in d.x_train.tolist())
-    again = load_dataset("digits", limit_train=100, limit_test=30)
+    again = load_dataset("digits", limit_train=100, limit_test=30, val_fraction=0.0)
     assert torch.equal(again.x_train, d.x_train) and torch.equal(again.y_test, d.y_test)
-    big = load_dataset("digits", limit_train=10_000)
+    big = load_dataset("digits", limit_train=10_000, val_fraction=0.0)
     assert torch.equal(big.x_train, digits.x_train)  # a limit above the size keeps everything
-    both = load_dataset("digits", classes=[0, 1], limit_train=10)
+    both = load_dataset("digits", classes=[0, 1], limit_train=10, val_fraction=0.0)
     assert torch.equal(torch.bincount(both.y_train), torch.tensor([5, 5]))
 
 
@@ -95,7 +95,7 @@ def test_stratified_subset_allocates_places_by_largest_remainder() -> None:
 
 
 def test_limits_close_to_the_full_size_and_below_the_class_count() -> None:
-    d = load_dataset("digits", limit_train=1430, limit_test=5)
+    d = load_dataset("digits", limit_train=1430, limit_test=5, val_fraction=0.0)
     assert d.x_train.shape[0] == 1430 and d.x_test.shape[0] == 5
     assert len(torch.unique(d.y_test)) == 5  # five places, five different classes (largest fractions)
 
@@ -124,7 +124,7 @@ def test_unknown_dataset_names_the_known_ones() -> None:
 
 def test_list_datasets_describes_every_loadable_dataset() -> None:
     infos = {i.name: i for i in list_datasets()}
-    assert list(infos) == ["digits", "mnist-5k", "mnist", "fmnist", "kmnist", "mnist-dvs"]
+    assert list(infos) == ["digits", "mnist-5k", "mnist", "fmnist", "kmnist", "usps", "mnist-dvs"]
     assert (infos["digits"].n_train, infos["digits"].n_test, infos["digits"].image_shape) == (
         1437,
         360,

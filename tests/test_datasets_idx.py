@@ -51,7 +51,7 @@ def make_idx_set(directory: Path, n_train: int = 30, n_test: int = 20, gz: tuple
 @pytest.mark.parametrize("gz", [(False,) * 4, (True,) * 4, (True, False, False, True)])
 def test_idx_files_load_plain_and_gzipped(tmp_path: Path, gz: tuple[bool, ...]) -> None:
     x_tr, y_tr, x_te, y_te = make_idx_set(tmp_path, gz=gz)
-    d = load_dataset("mnist", tmp_path)
+    d = load_dataset("mnist", tmp_path, val_fraction=0.0)
     assert (d.kind, d.image_shape, d.n_classes) == ("static", (H, W), 10)
     assert d.x_train.shape == (30, H * W) and d.x_test.shape == (20, H * W)
     assert d.x_train.dtype == torch.float64 and d.y_train.dtype == torch.int64
@@ -64,17 +64,19 @@ def test_idx_files_load_plain_and_gzipped(tmp_path: Path, gz: tuple[bool, ...]) 
 def test_per_dataset_subdirectory_and_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _, y_tr, _, _ = make_idx_set(tmp_path / "fmnist", n_train=40)
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
-    d = load_dataset("fmnist")
+    d = load_dataset("fmnist", val_fraction=0.0)
     assert d.name == "fmnist" and d.y_train.tolist() == y_tr.tolist()
     with pytest.raises(DatasetError, match="kmnist"):
         load_dataset("kmnist")  # its own files are looked for, not fmnist's
     make_idx_set(tmp_path / "other" / "kmnist", n_train=50)
-    assert load_dataset("kmnist", tmp_path / "other").x_train.shape[0] == 50  # data_dir beats the env var
+    assert (
+        load_dataset("kmnist", tmp_path / "other", val_fraction=0.0).x_train.shape[0] == 50
+    )  # data_dir beats the env var
 
 
 def test_classes_and_limits_apply_to_idx_sets(tmp_path: Path) -> None:
     make_idx_set(tmp_path, n_train=60, n_test=40)
-    d = load_dataset("mnist", tmp_path, classes=[4, 0], limit_train=6)
+    d = load_dataset("mnist", tmp_path, classes=[4, 0], limit_train=6, val_fraction=0.0)
     assert d.n_classes == 2
     assert torch.equal(torch.bincount(d.y_train), torch.tensor([3, 3]))
     assert d.y_test.tolist() == [0 if y == 4 else 1 for y in ((np.arange(40) * 3) % 10) if y in (0, 4)]

@@ -135,7 +135,7 @@ def sample_ids(frames: torch.Tensor) -> list[str]:
 
 def test_load_mnist_dvs_frames_labels_and_split(tmp_path: Path) -> None:
     identity = make_recordings(tmp_path / "mnist-dvs")
-    d = load_dataset("mnist-dvs", tmp_path, test_fraction=0.25)
+    d = load_dataset("mnist-dvs", tmp_path, test_fraction=0.25, val_fraction=0.0)
     assert (d.kind, d.image_shape, d.n_classes) == ("frames", (26, 26), 10)
     assert d.x_train.shape == (30, 20, 676) and d.x_test.shape == (10, 20, 676)
     assert d.x_train.dtype == torch.float64 and set(d.x_train.unique().tolist()) == {0.0, 1.0}
@@ -144,28 +144,28 @@ def test_load_mnist_dvs_frames_labels_and_split(tmp_path: Path) -> None:
     assert len(set(train_ids) | set(test_ids)) == 40  # every recording used once
     assert [identity[i] for i in train_ids] == d.y_train.tolist()
     assert [identity[i] for i in test_ids] == d.y_test.tolist()
-    again = load_dataset("mnist-dvs", tmp_path, test_fraction=0.25)
+    again = load_dataset("mnist-dvs", tmp_path, test_fraction=0.25, val_fraction=0.0)
     assert torch.equal(again.x_test, d.x_test)
-    other = load_dataset("mnist-dvs", tmp_path, test_fraction=0.25, seed=1)
+    other = load_dataset("mnist-dvs", tmp_path, test_fraction=0.25, seed=1, val_fraction=0.0)
     assert sample_ids(other.x_test) != test_ids
 
 
 def test_mnist_dvs_options_classes_limits_and_scales(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     identity = make_recordings(tmp_path, per_class=2, scales=(4, 16))  # recordings directly in the data dir
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
-    d = load_dataset("mnist-dvs", classes=[9, 3], limit_train=4, test_fraction=0.5)
+    d = load_dataset("mnist-dvs", classes=[9, 3], limit_train=4, test_fraction=0.5, val_fraction=0.0)
     assert d.n_classes == 2 and d.x_train.shape == (4, 20, 676) and d.x_test.shape == (4, 20, 676)
     assert torch.equal(torch.bincount(d.y_train), torch.tensor([2, 2]))
     assert [{9: 0, 3: 1}[identity[i]] for i in sample_ids(d.x_test)] == d.y_test.tolist()
-    small = load_dataset("mnist-dvs", scales=[16], test_fraction=0.5)
+    small = load_dataset("mnist-dvs", scales=[16], test_fraction=0.5, val_fraction=0.0)
     assert small.x_train.shape[0] + small.x_test.shape[0] == 20
-    short = load_dataset("mnist-dvs", scales=[4], T=4, bin_ms=50.0, test_fraction=0.5)
+    short = load_dataset("mnist-dvs", scales=[4], T=4, bin_ms=50.0, test_fraction=0.5, val_fraction=0.0)
     assert short.x_train.shape[1:] == (4, 676)
     # scale-4 recording k has its event in 25 ms bin k (k = 0..19): only k < 8 fit in 4 bins of 50 ms,
     # and they land in bin k // 2.
     steps = torch.cat([torch.nonzero(short.x_train)[:, 1], torch.nonzero(short.x_test)[:, 1]])
     assert torch.bincount(steps, minlength=4).tolist() == [2, 2, 2, 2]
-    coarse = load_dataset("mnist-dvs", scales=[4], resolution=13, test_fraction=0.5)
+    coarse = load_dataset("mnist-dvs", scales=[4], resolution=13, test_fraction=0.5, val_fraction=0.0)
     assert coarse.image_shape == (13, 13) and coarse.x_train.shape[2] == 169
 
 
