@@ -16,7 +16,10 @@ submissions (:class:`backends.shift.BackendProbability`, S shots per row, one su
 (B the batch, M ``samples``, K ``directions``.) Every estimator conditions on the memory state the ideal
 model has along the observed spikes (``sqsnn.training.observed``), prepared as ``RX(alpha)|0>`` on the
 memory qubit: it is exact for an ideal device and an approximation on a noisy one, whose memory qubit has
-drifted from that state. The test accuracy after each epoch is evaluated on the exact engine.
+drifted from that state. Measured frequencies of 0 or S out of S are used as 1/(2S) and 1 - 1/(2S) (bias at
+most half a shot; see :class:`~backends.shift.BackendProbability`). The learning signal uses the ideal output
+probabilities along the observed spikes, and the test accuracy after each epoch is evaluated on the exact
+engine (both classical: they cost no shots).
 """
 
 from __future__ import annotations
