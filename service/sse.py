@@ -57,8 +57,8 @@ async def _frames(db: Db, wakeups: Wakeups, job_id: str, after: int) -> AsyncIte
     wait_s = settings.sse_poll_s if wakeups.url else EMBEDDED_POLL_S
     deadline = time.monotonic() + settings.sse_max_s
     last = after
-    yield ServerSentEvent(retry=RETRY_MS)
-    with wakeups.watch(job_id) as woken:
+    with wakeups.watch(job_id) as woken:  # registered before the first frame: no wake-up is missed
+        yield ServerSentEvent(retry=RETRY_MS)
         while time.monotonic() < deadline:
             woken.clear()
             state, events = await db.run(_read(job_id, last))

@@ -291,3 +291,23 @@ def test_retention_keeps_the_newest_checkpoints_and_the_best(served, settings, t
             kinds = sorted(s.scalars(select(JobEvent.kind).where(JobEvent.job_id == job_id)).all())
             # progress events go only for jobs finished longer ago than the retention
             assert kinds == (["epoch", "state"] if state == "succeeded" else ["epoch", "progress", "progress", "state"])
+
+
+def test_sse_disconnects_release_the_stream(served, client, train_body) -> None:
+    import time
+
+    job_id = client.post("/v1/jobs", json=train_body()).json()["id"]  # stays queued: the streams stay open
+    waiters = served.app.state.wakeups.waiters
+    streams = [client.stream("GET", f"/v1/jobs/{job_id}/events") for _ in range(5)]
+    lines = []  # kept: a line iterator that is garbage-collected closes its connection
+    for s in streams:
+        r = s.__enter__()
+        lines.append(r.iter_lines())
+        assert r.status_code == 200 and next(lines[-1]).startswith("retry")
+    assert len(waiters[job_id]) == 5
+    for s in streams:
+        s.__exit__(None, None, None)
+    deadline = time.monotonic() + 10
+    while job_id in waiters:  # sse-starlette notices each disconnect and ends its generator
+        assert time.monotonic() < deadline, f"{len(waiters[job_id])} streams still registered"
+        time.sleep(0.05)
