@@ -560,22 +560,24 @@ def live_estimate(target: Target) -> Any:
 
 
 @pytest.fixture(scope="module")
-def live_stack(served, settings, trained, tmp_path_factory, request) -> Iterator[tuple[Api, str, Path]]:
+def live_stack(tmp_path_factory, request) -> Iterator[tuple[Api, str, Path]]:
     """A worker with this process's own environment (real credentials) and the model; prints the budget the
-    live jobs would spend before any runs."""
+    live jobs would spend before any runs. Skipped (before training or starting anything) without targets."""
     from conftest import WorkerProcess
 
     targets = [t for t in live_targets().values() if isinstance(t, Target)]
     if not targets:
         pytest.skip("no live target: " + "; ".join(str(t) for t in live_targets().values()))
-    if os.environ.get("AWS_ENDPOINT_URL_BRAKET") or "127.0.0.1" in os.environ.get("SQSNN_IBM_API_URL", ""):
-        pytest.skip("the environment points at a twin: run the live tests alone (-m live)")
+    if {os.environ.get("QISKIT_IBM_TOKEN"), os.environ.get("AWS_SECRET_ACCESS_KEY")} & set(PLANTED):
+        pytest.skip("this session's twins set the environment: run the live tests alone (-m live)")
+    served, settings = request.getfixturevalue("served"), request.getfixturevalue("settings")
+    trained = request.getfixturevalue("trained")
     capture = request.config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
         print("\nlive budget (backends.estimate, as `sqsnn estimate`), each job capped at its max_shots:")
         for target in targets:
             est = live_estimate(target)
-            cost = "no dollar price (billed by QPU time)" if est.cost_usd is None else f"${est.cost_usd:.2f}"
+            cost = "no dollar estimate" if est.cost_usd is None else f"${est.cost_usd:.2f}"
             print(f"  {target.backend}: {est.shots} shots, {est.jobs} provider jobs/tasks, {cost}; {est.price_note}")
     log = tmp_path_factory.mktemp("live") / "worker.log"
     worker = WorkerProcess(settings, log, "live", beat=True)
