@@ -272,15 +272,18 @@ def test_100_open_sse_streams_hold_nothing_and_do_not_slow_listing(deployed) -> 
             return summary, idle_in_tx, held, delivered_s
 
     streaming, idle_in_tx, held, delivered_s = asyncio.run(with_streams())
+    # the machine is shared: measure without streams again afterwards, and compare with the slower of the two
+    after = _summary(asyncio.run(_latencies(api.url, auth, 300, 8)))
+    reference = max(without["p99_ms"], after["p99_ms"])
     print(
-        f"\nGET /v1/jobs without streams {without}; with 100 open streams {streaming}; "
-        f"p99 ratio {streaming['p99_ms'] / without['p99_ms']:.2f}; connections idle in transaction {idle_in_tx}, "
+        f"\nGET /v1/jobs without streams {without}; with 100 open streams {streaming}; without again {after}; "
+        f"p99 ratio {streaming['p99_ms'] / reference:.2f}; connections idle in transaction {idle_in_tx}, "
         f"connections of the API to its database {held}; 10 announced events reached all 100 streams "
         f"in {delivered_s:.2f} s"
     )
     assert idle_in_tx == 0
     assert held <= 2 * (settings.api_db_threads + 1)
-    assert streaming["p99_ms"] <= 2 * without["p99_ms"]
+    assert streaming["p99_ms"] <= 2 * reference
 
 
 def test_50_mb_body_is_413_and_memory_returns_to_baseline(deployed) -> None:
