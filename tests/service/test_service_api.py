@@ -311,3 +311,27 @@ def test_sse_disconnects_release_the_stream(served, client, train_body) -> None:
     while job_id in waiters:  # sse-starlette notices each disconnect and ends its generator
         assert time.monotonic() < deadline, f"{len(waiters[job_id])} streams still registered"
         time.sleep(0.05)
+
+
+def test_listing_is_one_query_whatever_the_page_size(limited, train_body) -> None:
+    from sqlalchemy import event
+
+    c, _ = limited
+    for seed in range(3):  # within the fixture's 3000-byte quota
+        assert c.post("/v1/jobs", json=train_body(seed=seed)).status_code == 202
+    statements: list[str] = []
+    engine = c.app.state.db.sessions.kw["bind"]  # type: ignore[attr-defined]
+
+    def count(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for limit in (1, 3, 100):
+            statements.clear()
+            page = c.get("/v1/jobs", params={"limit": limit}).json()
+            assert len(page["items"]) == min(limit, 3)
+            # the key, then one page; the spec column is not even read
+            assert len(statements) == 2 and "api_keys" in statements[0] and "spec" not in statements[1], statements
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
