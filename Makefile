@@ -18,7 +18,7 @@ help:
 	@echo "make lint      ruff check, ruff format --check, mypy"
 	@echo "make fmt       ruff format and ruff check --fix"
 	@echo "make bench     run every bench/*.py script"
-	@echo "make services  start PostgreSQL and Redis if they are not answering"
+	@echo "make services  start PostgreSQL and Redis if they are not answering (and install chromium once)"
 
 # torch first, pinned: the CPU wheel lies on disk; an unpinned torch would pull a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -50,7 +50,12 @@ bench: $(VENV)/.installed
 		echo "== $$script"; $(BIN)/python "$$script"; \
 	done
 
+# chromium for the dashboard test: installed once (Debian, as root, as CI runs); elsewhere that test skips
 services:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+		echo "note: no chromium/chromedriver: tests/service/test_service_ui.py will skip" >&2
 	@pg_isready -h 127.0.0.1 -p 5432 -q || \
 		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || \

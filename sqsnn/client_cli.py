@@ -70,10 +70,10 @@ def _read_spec(spec: str) -> dict[str, Any]:
 def _table(*columns: str) -> Table:
     """A listing that fits 80 columns: the full id (never wrapped, it is what the other commands take)
     and compact columns after it."""
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=0)
     table.add_column("id", no_wrap=True)
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     return table
 
 
@@ -167,10 +167,10 @@ def list_jobs(
     url: UrlOpt = None,
     api_key: KeyOpt = None,
 ) -> None:
-    """The newest jobs: id, kind, state, backend, progress, created."""
+    """The newest jobs: id, kind, state, backend, progress, created (UTC)."""
     with _client(url, api_key) as client:
         jobs = client.list(state=state, kind=kind, limit=limit)
-    table = _table("kind", "state", "backend", "done", "created (UTC)")
+    table = _table("kind", "state", "backend", "done", "created")
     for j in jobs:
         table.add_row(
             j["id"], j["kind"], j["state"], j["backend_used"] or j["backend"], f"{j['progress']:.0%}", _when(j)
@@ -254,10 +254,10 @@ def download(
 def list_models(
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20, url: UrlOpt = None, api_key: KeyOpt = None
 ) -> None:
-    """The newest models: id, name, test accuracy, size, created."""
+    """The newest models: id, name, test accuracy, size, created (UTC)."""
     with _client(url, api_key) as client:
         models = client.models(limit=limit)
-    table = _table("name", "test acc", "bytes", "created (UTC)")
+    table = _table("name", "test acc", "bytes", "created")
     for m in models:
         acc = "" if m["test_accuracy"] is None else f"{m['test_accuracy']:.3f}"
         table.add_row(m["id"], m["name"] or "", acc, str(m["size_bytes"]), _when(m))
