@@ -462,6 +462,7 @@ def test_fault_ends_in_its_documented_state(twins: Stack, name: str) -> None:
     backend, options = (IBM, IBM_OPTIONS) if case.provider == "ibm" else (BRAKET, BRAKET_OPTIONS)
     ibm_before, tasks_before, creates_before = len(twins.ibm.jobs), set(twins.braket.tasks), twins.braket.create_calls
     case.arrange(twins)
+    braket_faults = [(fault, fault.times) for fault in twins.braket.faults]
     job_id = twins.api.submit(twins.model_id, backend, options, 3)
     if case.during is not None:
         case.during(twins, job_id)
@@ -469,6 +470,9 @@ def test_fault_ends_in_its_documented_state(twins: Stack, name: str) -> None:
     events = _events_of(twins, job_id)
     rows = twins.submissions(job_id)
 
+    # the scripted fault did fire
+    assert all(fault.hits > 0 for fault in twins.ibm.faults.http)
+    assert all(fault.times < times for fault, times in braket_faults) and not twins.braket.plans
     # the documented state, the reason kept on the row and in the last event, nothing left open
     assert job["state"] == case.state, job["failure_reason"]
     assert events[-1]["event"] == "state" and events[-1]["data"]["state"] == case.state
