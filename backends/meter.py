@@ -4,6 +4,7 @@ submission (hardware-in-the-loop training submits thousands of small jobs, each 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from backends.base import BudgetExceeded, LayerEstimate
@@ -20,10 +21,14 @@ class Spend:
     shots: int = 0
     cost_usd: float | None = 0.0
 
+    def add(self, other: Spend) -> Spend:
+        """The sum of two spends."""
+        cost = None if self.cost_usd is None or other.cost_usd is None else self.cost_usd + other.cost_usd
+        return Spend(self.submissions + other.submissions, self.tasks + other.tasks, self.shots + other.shots, cost)
+
     def plus(self, estimate: LayerEstimate) -> Spend:
         """This spend after one more submission priced by ``estimate``."""
-        cost = None if self.cost_usd is None or estimate.cost_usd is None else self.cost_usd + estimate.cost_usd
-        return Spend(self.submissions + 1, self.tasks + estimate.pubs, self.shots + estimate.shots, cost)
+        return self.add(Spend(1, estimate.pubs, estimate.shots, estimate.cost_usd))
 
     def minus(self, earlier: Spend) -> Spend:
         """The spend since ``earlier`` (a previous reading of the same meter)."""
@@ -64,6 +69,13 @@ class SpendMeter:
                     f"submissions; the next ({what}) costs ${after.cost_usd - spent:.2f} more ({estimate.price_note})"
                 )
         self.spent = after
+
+    def charge_all(self, estimates: Sequence[LayerEstimate], what: str) -> None:
+        """Add several submissions made together (e.g. every layer of one network run), or none of them."""
+        trial = SpendMeter(self.budget, self.spent)
+        for estimate in estimates:
+            trial.charge(estimate, what)
+        self.spent = trial.spent
 
     def reading(self) -> Spend:
         """A copy of the spend so far (for per-epoch differences)."""

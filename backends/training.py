@@ -19,7 +19,8 @@ memory qubit: it is exact for an ideal device and an approximation on a noisy on
 drifted from that state. Measured frequencies of 0 or S out of S are used as 1/(2S) and 1 - 1/(2S) (bias at
 most half a shot; see :class:`~backends.shift.BackendProbability`). The learning signal uses the ideal output
 probabilities along the observed spikes, and the test accuracy after each epoch is evaluated on the exact
-engine (both classical: they cost no shots).
+engine (both classical: they cost no shots). :func:`backend_accuracy` measures the trained network's test
+accuracy on the backend itself (single shot, layer by layer, metered like training).
 """
 
 from __future__ import annotations
@@ -34,10 +35,14 @@ from torch import Tensor
 
 from backends.base import BackendRefused, FallbackRecord
 from backends.common import BaseBackend, derive_seed
+from backends.estimate import estimate_network
+from backends.execute import run_network
 from backends.meter import Spend, SpendMeter
 from backends.options import RunPolicy
 from backends.registry import resolve
 from backends.shift import BackendProbability
+from sqsnn.encoders import DataKind, encode
+from sqsnn.network import SQSNetwork
 from sqsnn.neuron import MemoryMode, SQSParams
 from sqsnn.training.local import LocalConfig
 from sqsnn.training.observed import ReadoutTally
@@ -140,31 +145,86 @@ def probability_rows(config: LocalConfig, direct: bool) -> list[int]:
     return []
 
 
+EVAL_CHUNK = 256  # test samples per network run of backend_accuracy (one submission per layer and chunk)
+
+
+def _chunks(n: int, size: int) -> list[int]:
+    """Sizes of consecutive chunks of at most ``size`` covering ``n`` items."""
+    full, rest = divmod(n, size)
+    return [size] * full + ([rest] if rest else [])
+
+
+@dataclass(frozen=True)
+class BackendEvaluation:
+    """Single-shot test accuracy on the backend, over ``samples`` samples, and the observed spikes the ideal
+    model forbade (``impossible_spikes`` of ``observed_spikes``)."""
+
+    accuracy: float
+    samples: int
+    impossible_spikes: int
+    observed_spikes: int
+
+
+def backend_accuracy(
+    hw: BackendTraining,
+    net: SQSNetwork,
+    x: Tensor,
+    y: Tensor,
+    kind: DataKind,
+    *,
+    T: int,
+    p_max: float,
+    generator: torch.Generator,
+    seed: int | None = None,
+) -> BackendEvaluation:
+    """Classify ``x`` (``(N, D)`` static or ``(N, T, D)`` frames; labels ``y (N,)``) on ``hw.backend``, layer
+    by layer (:func:`backends.execute.run_network`) in chunks of :data:`EVAL_CHUNK` samples; each chunk's
+    submissions are charged to ``hw.meter`` together before it runs (``BudgetExceeded`` submits nothing)."""
+    correct, impossible, observed, start = 0, 0, 0, 0
+    for size in _chunks(len(y), EVAL_CHUNK):
+        xb = encode(x[start : start + size], kind, T, p_max, generator)
+        hw.meter.charge_all(estimate_network(net.config.sizes, T, size, hw.backend).layers, "test evaluation")
+        run = run_network(net, xb, hw.backend, seed=derive_seed(seed, start))
+        correct += int((run.predictions == y[start : start + size]).sum())
+        impossible += run.impossible_spikes
+        observed += sum(s.numel() for s in run.spikes)
+        start += size
+    return BackendEvaluation(correct / len(y), len(y), impossible, observed)
+
+
 @dataclass(frozen=True)
 class TrainingEstimate:
-    """Submissions, tasks, shots and cost of one epoch and of all ``epochs`` (``batches`` per epoch)."""
+    """Submissions, tasks, shots and cost of one epoch, of the final test evaluation on the backend
+    (:func:`backend_accuracy`) and of all ``epochs`` plus that evaluation (``total``); ``batches`` per epoch."""
 
     backend: str
     epochs: int
     batches: int
     per_epoch: Spend
+    evaluation: Spend
     total: Spend
     price_note: str
 
 
 def estimate_training(
-    sizes: list[int], config: LocalConfig, n_train: int, backend: BaseBackend, *, direct: bool = False
+    sizes: list[int],
+    config: LocalConfig,
+    n_train: int,
+    backend: BaseBackend,
+    *,
+    direct: bool = False,
+    n_test: int = 0,
 ) -> TrainingEstimate:
-    """Price local-rule training of a network of layer ``sizes`` on ``n_train`` samples on ``backend``.
+    """Price local-rule training of a network of layer ``sizes`` on ``n_train`` samples on ``backend``, then
+    the evaluation of ``n_test`` test samples there (0: none).
 
     ``direct``: the last layer has direct input synapses. Each batch is priced with the backend's own
     :meth:`~backends.common.BaseBackend.estimate` for exactly the submissions :func:`backend_training`'s
-    hooks make.
+    hooks and :func:`backend_accuracy` make.
     """
     if len(sizes) < 2 or n_train < 1:
         raise ValueError(f"need >= 2 layer sizes and >= 1 training sample, got sizes={sizes}, n_train={n_train}")
-    full, rest = divmod(n_train, config.batch_size)
-    batches = [config.batch_size] * full + ([rest] if rest else [])
+    batches = _chunks(n_train, config.batch_size)
     last = len(sizes) - 2
     meter = SpendMeter()
     note = ""
@@ -177,6 +237,10 @@ def estimate_training(
             for variants in probability_rows(config, direct and index == last):
                 meter.charge(backend.estimate(n, 1, variants * config.T * runs, config.shots), "probabilities")
     epoch = meter.reading()
-    cost = None if epoch.cost_usd is None else epoch.cost_usd * config.epochs
-    total = Spend(epoch.submissions * config.epochs, epoch.tasks * config.epochs, epoch.shots * config.epochs, cost)
-    return TrainingEstimate(backend.name, config.epochs, len(batches), epoch, total, note)
+    evaluation = SpendMeter()
+    for size in _chunks(n_test, EVAL_CHUNK):
+        evaluation.charge_all(estimate_network(sizes, config.T, size, backend).layers, "test evaluation")
+    total = evaluation.reading()
+    for _ in range(config.epochs):
+        total = total.add(epoch)
+    return TrainingEstimate(backend.name, config.epochs, len(batches), epoch, evaluation.reading(), total, note)

@@ -14,7 +14,7 @@ from backends.exact import ExactBackend
 from backends.meter import Spend
 from backends.options import Budget, RunPolicy
 from backends.registry import get_backend
-from backends.training import BackendSpikes, backend_training, estimate_training
+from backends.training import BackendSpikes, backend_accuracy, backend_training, estimate_training
 from sqsnn.datasets import Dataset, load_dataset
 from sqsnn.network import NetworkConfig, SQSLayer, SQSNetwork, predict_from_output
 from sqsnn.neuron import SQSParams, initial_state, next_state, spike_train_distribution, sqs_layer
@@ -138,7 +138,7 @@ def test_local_update_on_an_impossible_spike_train_stays_finite() -> None:
 
 
 def _digits(limit_train: int | None = None) -> Dataset:
-    return load_dataset("digits", classes=[0, 1], limit_train=limit_train)
+    return load_dataset("digits", classes=[0, 1], limit_train=limit_train, val_fraction=0.0)
 
 
 def test_estimate_equals_the_metered_spend_and_the_budget_stops_before_a_submission() -> None:
@@ -163,6 +163,25 @@ def test_estimate_equals_the_metered_spend_and_the_budget_stops_before_a_submiss
         train_local(net, data, cfg, on_epoch=keep, **hw.hooks())
     assert [c.epoch for c in saved] == [1]
     assert est.per_epoch.shots < hw.meter.spent.shots <= budget.max_shots  # type: ignore[operator]
+
+
+def _gen() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+def test_backend_evaluation_is_priced_and_refused_whole_when_the_budget_is_short() -> None:
+    data = _digits(limit_train=8)
+    net = SQSNetwork(NetworkConfig(sizes=[64, 4, 2], mode="quantum", direct=True, seed=0))
+    cfg = LocalConfig(estimator="exact", epochs=1, T=3)
+    n_test = len(data.y_test)
+    evaluation = estimate_training(net.config.sizes, cfg, 8, ExactBackend(), n_test=n_test).evaluation
+    assert evaluation.shots == 2 * n_test and evaluation.submissions == 2  # one shot per sample and layer
+    hw = backend_training("exact", cfg, "quantum", policy=RunPolicy(budget=Budget(max_shots=2 * n_test)))
+    ev = backend_accuracy(hw, net, data.x_test, data.y_test, data.kind, T=3, p_max=0.5, generator=_gen())
+    assert hw.meter.reading() == evaluation and ev.samples == n_test
+    with pytest.raises(BudgetExceeded, match="test evaluation"):  # the budget is spent: nothing more runs
+        backend_accuracy(hw, net, data.x_test, data.y_test, data.kind, T=3, p_max=0.5, generator=_gen())
+    assert hw.meter.reading() == evaluation
 
 
 def test_budget_counts_what_earlier_attempts_spent() -> None:
@@ -190,10 +209,13 @@ def test_local_rule_on_aer_with_shot_estimates_learns_digits_zero_vs_one() -> No
     net = SQSNetwork(NetworkConfig(sizes=[64, 8, 2], mode="quantum", direct=True, seed=0))
     hw = backend_training("aer", AER_CONFIG, "quantum", seed=0)
     result = train_local(net, data, AER_CONFIG, **hw.hooks())
-    est = estimate_training(net.config.sizes, AER_CONFIG, len(data.y_train), hw.backend, direct=True)
-    assert hw.meter.reading() == est.total
     assert result.test_accuracy >= 0.90, result.metrics
-    assert hw.readout.impossible == 0  # an ideal simulator never reports what the model forbids
+    on_aer = backend_accuracy(hw, net, data.x_test, data.y_test, data.kind, T=5, p_max=0.5, generator=_gen(), seed=1)
+    assert on_aer.accuracy >= 0.90 and on_aer.samples == len(data.y_test)
+    n_train, n_test = len(data.y_train), len(data.y_test)
+    est = estimate_training(net.config.sizes, AER_CONFIG, n_train, hw.backend, direct=True, n_test=n_test)
+    assert hw.meter.reading() == est.total
+    assert hw.readout.impossible == on_aer.impossible_spikes == 0  # an ideal simulator never reports those
 
 
 def test_local_rule_on_aer_noisy_completes_with_finite_updates_and_counts_impossible_outcomes() -> None:
@@ -212,3 +234,5 @@ def test_local_rule_on_aer_noisy_completes_with_finite_updates_and_counts_imposs
     assert 0.0 <= result.test_accuracy <= 1.0
     assert hw.readout.impossible > 0, hw.readout
     assert all(torch.isfinite(p).all() for p in net.parameters())
+    on_device = backend_accuracy(hw, net, data.x_test, data.y_test, data.kind, T=4, p_max=0.5, generator=_gen())
+    assert 0.0 <= on_device.accuracy <= 1.0 and on_device.observed_spikes == len(data.y_test) * 4 * (4 + 2)

@@ -4,8 +4,10 @@ On ``exact`` the trainers run in-process. On any other (simulator) backend the j
 in the loop with that backend (``backends.training``): forward spikes and the estimator's probabilities are
 measured there, every submission is priced and charged against the job's budget first, and each epoch's
 shots, submissions, tasks, estimated cost and impossible readouts are stored with its event and in the
-result. When the budget runs out the job stops before the submission that would exceed it, keeping its
-checkpoints, and fails with the reason. :func:`estimate_training_job` prices a job before it is submitted.
+result; after training, the test accuracy is measured on the backend too (``backend_test_accuracy``, also
+charged to the budget). When the budget runs out during training, the job stops before the submission that
+would exceed it, keeping its checkpoints, and fails with the reason. :func:`estimate_training_job` prices a
+job before it is submitted.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from workers.models import EpochMetric, Job, Model, new_id
 from workers.specs import TrainJobSpec
 
 log = logging.getLogger(__name__)
+
+EVAL_SEED_KEY = 1 << 20  # derive_seed key of the final evaluation on the backend (training streams use 0, 1)
 
 
 def _metrics_dict(m: Any) -> dict[str, Any]:
@@ -188,7 +192,8 @@ def _budget_gap(total: Any, budget: Any) -> str | None:
 
 def estimate_training_job(spec: TrainJobSpec) -> dict[str, Any]:
     """Price a training job before it is submitted: submissions, tasks, shots and estimated cost (USD, None
-    where no public price applies) per epoch and in total, and whether the job's budget covers them.
+    where no public price applies) per epoch, of the final test evaluation on the backend, and in total, and
+    whether the job's budget covers them.
 
     On ``exact`` nothing is submitted (all zero). Loads the dataset (its size sets the batch count).
     """
@@ -203,15 +208,24 @@ def estimate_training_job(spec: TrainJobSpec) -> dict[str, Any]:
     if spec.backend == "exact":
         zero = _spend_dict(Spend())
         batches = -(-len(data.y_train) // config.batch_size)
-        return {**out, "batches_per_epoch": batches, "per_epoch": zero, "total": zero, "price_note": "in-process"}
+        return {
+            **out,
+            "batches_per_epoch": batches,
+            "per_epoch": zero,
+            "evaluation": zero,
+            "total": zero,
+            "price_note": "in-process",
+        }
     backend = get_backend(spec.backend)
     sizes = _network_config(spec, data).sizes
-    est = estimate_training(sizes, config, len(data.y_train), backend, direct=spec.model.direct)
+    n_test = len(data.y_test)
+    est = estimate_training(sizes, config, len(data.y_train), backend, direct=spec.model.direct, n_test=n_test)
     gap = _budget_gap(est.total, policy.budget)
     return {
         **out,
         "batches_per_epoch": est.batches,
         "per_epoch": _spend_dict(est.per_epoch),
+        "evaluation": _spend_dict(est.evaluation),
         "total": _spend_dict(est.total),
         "price_note": est.price_note,
         "within_budget": gap is None,
@@ -231,29 +245,48 @@ def _backend_hooks(
     from backends.meter import Spend
     from backends.training import backend_training, estimate_training
 
-    spent = Spend(
-        submissions=sum(u["submissions"] for u in usage),
-        tasks=sum(u["tasks"] for u in usage),
-        shots=sum(u["shots"] for u in usage),
-        cost_usd=None if any(u["cost_usd"] is None for u in usage) else sum(u["cost_usd"] for u in usage),
-    )
+    spent = Spend()
+    for u in usage:
+        spent = spent.add(Spend(u["submissions"], u["tasks"], u["shots"], u["cost_usd"]))
     policy = _policy(spec)
     seed = derive_seed(spec.seed, len(usage))  # a fresh stream after a resume
     hw = backend_training(spec.backend, config, spec.model.mode, policy=policy, seed=seed, spent=spent)
     epoch = estimate_training(sizes, config, n_train, hw.backend, direct=spec.model.direct).per_epoch
-    one_more = Spend(
-        spent.submissions + epoch.submissions,
-        spent.tasks + epoch.tasks,
-        spent.shots + epoch.shots,
-        None if spent.cost_usd is None or epoch.cost_usd is None else spent.cost_usd + epoch.cost_usd,
-    )
-    gap = _budget_gap(one_more, policy.budget)
+    gap = _budget_gap(spent.add(epoch), policy.budget)
     if gap is not None:
         raise BudgetExceeded(
             f"the budget cannot pay for the next epoch ({_spend_dict(epoch)} per epoch on {hw.backend.name}): "
             f"{gap}; raise the budget or lower shots, samples, directions or the training set"
         )
     return hw, epoch
+
+
+def _evaluate_on_backend(ctx: JobContext, spec: TrainJobSpec, hw: Any, model: Any, data: Any) -> dict[str, Any]:
+    """The trained network's single-shot test accuracy measured on the training backend, charged to the
+    budget, with that evaluation's spend; when the budget cannot pay for it, None and why."""
+    from backends.base import BudgetExceeded
+    from backends.common import derive_seed
+    from backends.training import backend_accuracy
+
+    ctx.substate("evaluating", backend=hw.backend.name, samples=len(data.y_test))
+    before = hw.meter.reading()
+    try:
+        ev = backend_accuracy(
+            hw,
+            model,
+            data.x_test,
+            data.y_test,
+            data.kind,
+            T=spec.encoder.T,
+            p_max=spec.encoder.p_max,
+            generator=torch.Generator().manual_seed(spec.seed),
+            seed=derive_seed(spec.seed, EVAL_SEED_KEY),
+        )
+    except BudgetExceeded as exc:
+        return {"backend_test_accuracy": None, "backend_evaluation": f"not evaluated on the backend: {exc}"}
+    spend = _spend_dict(hw.meter.reading().minus(before))
+    detail = {**spend, "impossible_spikes": ev.impossible_spikes, "observed_spikes": ev.observed_spikes}
+    return {"backend_test_accuracy": ev.accuracy, "backend_evaluation": detail}
 
 
 def run_training(ctx: JobContext) -> None:
@@ -337,6 +370,7 @@ def run_training(ctx: JobContext) -> None:
         )
         return
 
+    evaluation = _evaluate_on_backend(ctx, spec, hw, model, data) if hw is not None else {}
     model_id = new_id()
     path = model_path(ctx.settings.artifacts_dir, model_id)
     tmp = path.with_suffix(".tmp")
@@ -371,10 +405,11 @@ def run_training(ctx: JobContext) -> None:
             "impossible_spikes": hw.readout.impossible,
             "observed_spikes": hw.readout.observed,
             "epochs_usage": usage,
+            **evaluation,
         }
         if hw.fallback is not None:
             outcome["fallback"] = dataclasses.asdict(hw.fallback)
-        summary["epochs_usage"] = usage
+        summary |= {"epochs_usage": usage, **evaluation}
         updates = job_spend()
     with session_scope(ctx.sessions) as s:
         s.add(

@@ -52,6 +52,9 @@ def test_local_training_on_aer_succeeds_with_accuracy_and_per_epoch_shots(client
     assert job["backend_used"] == "aer" and [m["epoch"] for m in job["epochs"]] == [1, 2, 3]
     result = client.get(f"/v1/jobs/{job['id']}/result").json()["result"]
     assert result["test_accuracy"] >= 0.90, job["epochs"]
+    assert result["backend_test_accuracy"] >= 0.90  # the trained network measured on aer itself
+    evaluation = {k: result["backend_evaluation"][k] for k in ("submissions", "tasks", "shots", "cost_usd")}
+    assert evaluation == estimate["evaluation"]
     usage = result["epochs_usage"]
     assert [u["epoch"] for u in usage] == [1, 2, 3]
     for u in usage:  # every epoch spends exactly what the estimate priced
