@@ -1,4 +1,4 @@
-"""Model files without pickle: safetensors weights plus a JSON description in the file's header.
+"""Model and checkpoint files without pickle: safetensors tensors plus a JSON description in the header.
 
 A model file is one safetensors file. Its tensors are the model's ``state_dict`` (float64, each under its
 ``state_dict`` key). Its header metadata holds one entry, ``sqsnn``: a JSON object
@@ -12,15 +12,22 @@ the ``meta`` device (no memory allocated) and compared with the file's before an
 weights are read by safetensors. Files written before this format (torch pickles, format version 1) are read
 with ``torch.load(weights_only=True)``, torch's restricted unpickler that builds only tensors and plain
 containers.
+
+A training checkpoint (:class:`sqsnn.training.results.Checkpoint`: weights, optimizer state, generator state,
+metrics) is stored the same way: its tensors in safetensors, its structure in the ``sqsnn`` entry as JSON
+in which a tensor is ``{"__tensor__": name}``, a tuple ``{"__tuple__": [...]}`` and a dict (whose keys may
+be ints, as in an optimizer's state) ``{"__dict__": [[key, value], ...]}``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as dump_tensors
 from torch import nn
@@ -29,6 +36,8 @@ from sqsnn.network import model_class
 
 MODEL_FORMAT = "sqsnn-model"
 MODEL_VERSION = 2
+CHECKPOINT_FORMAT = "sqsnn-checkpoint"
+CHECKPOINT_VERSION = 1
 METADATA_KEY = "sqsnn"
 MAX_HEADER_BYTES = 1 << 20  # the JSON header: names, shapes and offsets of a few dozen tensors plus the config
 SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32}
@@ -56,9 +65,8 @@ def save_model_file(model: nn.Module, path: str | Path, **metadata: Any) -> None
     Path(path).write_bytes(model_bytes(model, **metadata))
 
 
-def read_header(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(tensor entries, description)`` of a safetensors model file's bytes: each entry is
-    ``{"dtype", "shape", "data_offsets"}``; the description is the parsed ``sqsnn`` metadata entry."""
+def _description(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(tensor entries, parsed 'sqsnn' metadata entry)`` of a safetensors file made here."""
     if len(data) < 8:
         raise ModelFileError("not a safetensors file: shorter than its 8-byte header length")
     n = int.from_bytes(data[:8], "little")
@@ -72,12 +80,21 @@ def read_header(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
         raise ModelFileError("not a safetensors file: its header is not a JSON object")
     meta = header.pop("__metadata__", None) or {}
     if not isinstance(meta, dict) or METADATA_KEY not in meta:
-        raise ModelFileError(f"a safetensors file without the '{METADATA_KEY}' metadata entry: not an sqsnn model")
+        raise ModelFileError(f"a safetensors file without the '{METADATA_KEY}' metadata entry: not an sqsnn file")
     try:
         description = json.loads(meta[METADATA_KEY])
     except (TypeError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"metadata entry '{METADATA_KEY}' is not JSON ({exc})") from None
-    if not isinstance(description, dict) or description.get("format") != MODEL_FORMAT:
+    if not isinstance(description, dict):
+        raise ModelFileError(f"metadata entry '{METADATA_KEY}' is not a JSON object")
+    return header, description
+
+
+def read_header(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(tensor entries, description)`` of a safetensors model file's bytes: each entry is
+    ``{"dtype", "shape", "data_offsets"}``; the description is the parsed ``sqsnn`` metadata entry."""
+    header, description = _description(data)
+    if description.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"metadata entry '{METADATA_KEY}' does not describe an '{MODEL_FORMAT}' file")
     if description.get("version") != MODEL_VERSION:
         raise ModelFileError(f"model format version {description.get('version')!r}; this sqsnn reads {MODEL_VERSION}")
@@ -123,7 +140,7 @@ def model_from_bytes(data: bytes) -> tuple[nn.Module, dict[str, Any]]:
     _check_tensors(header, skeleton)
     try:
         tensors = load_tensors(data)
-    except Exception as exc:  # safetensors raises its own SafetensorError for inconsistent offsets
+    except SafetensorError as exc:  # inconsistent offsets, truncated data
         raise ModelFileError(f"safetensors could not read the tensors: {exc}") from None
     bad = [name for name, t in tensors.items() if not bool(torch.isfinite(t).all())]
     if bad:
@@ -158,4 +175,78 @@ def load_model_file(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     try:
         return model_from_bytes(data)
     except ModelFileError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
+
+
+def _flatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """``obj`` as JSON, its tensors moved to ``tensors`` (see the module docstring)."""
+    if isinstance(obj, torch.Tensor):
+        name = f"t{len(tensors)}"
+        tensors[name] = obj.detach().cpu().clone().contiguous()  # a copy: safetensors refuses shared storage
+        return {"__tensor__": name}
+    if isinstance(obj, dict):
+        if not all(isinstance(k, str | int) for k in obj):
+            raise TypeError(f"checkpoint dict keys must be str or int; got {sorted(map(repr, obj))[:3]}")
+        return {"__dict__": [[k, _flatten(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_flatten(v, tensors) for v in obj]}
+    if isinstance(obj, list):
+        return [_flatten(v, tensors) for v in obj]
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    raise TypeError(f"a checkpoint cannot hold a {type(obj).__name__}")
+
+
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of :func:`_flatten`."""
+    if isinstance(obj, list):
+        return [_unflatten(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if set(obj) == {"__tensor__"} and obj["__tensor__"] in tensors:
+        return tensors[obj["__tensor__"]]
+    if set(obj) == {"__tuple__"} and isinstance(obj["__tuple__"], list):
+        return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
+    if set(obj) == {"__dict__"} and isinstance(obj["__dict__"], list):
+        return {k: _unflatten(v, tensors) for k, v in obj["__dict__"]}
+    raise ModelFileError(f"checkpoint structure holds an unknown node with keys {sorted(obj)}")
+
+
+def save_checkpoint(checkpoint: Any, path: str | Path) -> None:
+    """Write a training :class:`~sqsnn.training.results.Checkpoint` to ``path`` (safetensors + JSON)."""
+    tensors: dict[str, torch.Tensor] = {}
+    fields = {f.name: getattr(checkpoint, f.name) for f in dataclasses.fields(checkpoint) if f.name != "metrics"}
+    description = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "metrics": [dataclasses.asdict(m) for m in checkpoint.metrics],
+        "fields": _flatten(fields, tensors),
+    }
+    Path(path).write_bytes(dump_tensors(tensors, metadata={METADATA_KEY: json.dumps(description)}))
+
+
+def load_checkpoint(path: str | Path) -> Any:
+    """Read a checkpoint written by :func:`save_checkpoint` (or, from before it, by ``torch.save``: read by
+    the restricted unpickler, which may build only ``Checkpoint`` and ``EpochMetrics`` besides tensors)."""
+    from sqsnn.training.results import Checkpoint, EpochMetrics
+
+    path = Path(path)
+    data = path.read_bytes()
+    if data[:2] == b"PK":
+        with torch.serialization.safe_globals([Checkpoint, EpochMetrics]):
+            try:
+                legacy = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # UnpicklingError and others for anything else
+                raise ModelFileError(f"{path} is not a readable checkpoint: {exc}") from None
+        if not isinstance(legacy, Checkpoint):
+            raise ModelFileError(f"{path} holds a {type(legacy).__name__}, not a Checkpoint")
+        return legacy
+    try:
+        _, description = _description(data)
+        if description.get("format") != CHECKPOINT_FORMAT or description.get("version") != CHECKPOINT_VERSION:
+            raise ModelFileError(f"not an '{CHECKPOINT_FORMAT}' version {CHECKPOINT_VERSION} file")
+        fields = _unflatten(description["fields"], load_tensors(data))
+        metrics = [EpochMetrics(**m) for m in description["metrics"]]
+        return Checkpoint(**fields, metrics=metrics)
+    except (ModelFileError, SafetensorError, KeyError, TypeError) as exc:
         raise ModelFileError(f"{path}: {exc}") from None

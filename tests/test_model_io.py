@@ -10,8 +10,20 @@ import pytest
 import torch
 from safetensors.torch import save as dump_tensors
 
-from sqsnn.model_io import METADATA_KEY, ModelFileError, load_model_file, model_bytes, model_from_bytes, read_header
+from sqsnn.datasets import load_dataset
+from sqsnn.model_io import (
+    METADATA_KEY,
+    ModelFileError,
+    load_checkpoint,
+    load_model_file,
+    model_bytes,
+    model_from_bytes,
+    read_header,
+    save_checkpoint,
+)
 from sqsnn.network import NetworkConfig, SQSNetwork
+from sqsnn.training.bptt import TrainConfig, train
+from sqsnn.training.results import Checkpoint
 
 
 def _net() -> SQSNetwork:
@@ -97,5 +109,55 @@ def test_truncated_and_foreign_files_are_refused() -> None:
     with pytest.raises(ModelFileError, match="safetensors could not read"):
         model_from_bytes(data[:-8])
     foreign = dump_tensors({"w": torch.zeros(2)})
-    with pytest.raises(ModelFileError, match="not an sqsnn model"):
+    with pytest.raises(ModelFileError, match="not an sqsnn file"):
         model_from_bytes(foreign)
+
+
+def _checkpoint() -> Checkpoint:
+    """The checkpoint after epoch 1 of a real (tiny) training run, with Adam's state and a best model."""
+    data = load_dataset("digits", classes=[0, 1], limit_train=40, limit_test=20)
+    saved: list[Checkpoint] = []
+    net = SQSNetwork(NetworkConfig(sizes=[64, 4, 2], bias=True, seed=1))
+    train(net, data, TrainConfig(epochs=1, batch_size=8, seed=2), on_epoch=lambda m, c: saved.append(c))
+    return saved[0]
+
+
+def _same(a: object, b: object) -> bool:
+    """Deep equality with tensors compared exactly, dict key types and tuples preserved."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def test_checkpoints_round_trip_exactly_without_pickle(tmp_path: Path) -> None:
+    ckpt = _checkpoint()
+    assert ckpt.optimizer_state["state"] and isinstance(ckpt.optimizer_state["param_groups"][0]["betas"], tuple)
+    path = tmp_path / "c.pt"
+    save_checkpoint(ckpt, path)
+    assert path.read_bytes()[:2] != b"PK"  # not a torch zip / pickle
+    back = load_checkpoint(path)
+    assert back.epoch == ckpt.epoch and back.metrics == ckpt.metrics
+    for name in ("model_state", "optimizer_state", "generator_state", "best_model_state"):
+        assert _same(getattr(ckpt, name), getattr(back, name)), name
+
+
+def test_old_pickled_checkpoints_load_and_foreign_pickles_do_not_run(tmp_path: Path) -> None:
+    ckpt = _checkpoint()
+    old = tmp_path / "old.pt"
+    torch.save(ckpt, old)
+    assert _same(load_checkpoint(old).model_state, ckpt.model_state)
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (Path.touch, (str(marker),))  # type: ignore[return-value]
+
+    evil = tmp_path / "evil.pt"
+    torch.save(Payload(), evil)
+    with pytest.raises(ModelFileError, match="not a readable checkpoint"):
+        load_checkpoint(evil)
+    assert not marker.exists()

@@ -37,6 +37,7 @@ from sqsnn.experiments.records import (
     read_rows,
 )
 from sqsnn.experiments.report import report
+from sqsnn.model_io import load_checkpoint, save_checkpoint
 from sqsnn.network import NetworkConfig, SQSNetwork
 from sqsnn.training.bptt import Checkpoint, EpochMetrics, TrainConfig, TrainingStopped, TrainResult, train
 from sqsnn.training.local import LocalConfig, train_local
@@ -107,7 +108,7 @@ def run_cell(
     ckpt_path = config.results_dir / "checkpoints" / f"{cell.slug}.pt"
     resume: Checkpoint | None = None
     if ckpt_path.is_file():
-        resume = torch.load(ckpt_path, weights_only=False)
+        resume = load_checkpoint(ckpt_path)
         log(f"  resuming {cell.key} after epoch {resume.epoch}")
     model = build_model(cell, data, config)
     options = dict(spec.train)
@@ -122,7 +123,7 @@ def run_cell(
 
     def on_epoch(metrics: EpochMetrics, checkpoint: Checkpoint) -> None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(checkpoint, ckpt_path)
+        save_checkpoint(checkpoint, ckpt_path)
         held_out = (
             f"validation accuracy {metrics.val_accuracy:.4f}"
             if metrics.val_accuracy is not None
@@ -150,7 +151,7 @@ def run_cell(
         result = run(options, resume, should_stop)
     except TrainingStopped:
         status = "budget"
-        stopped: Checkpoint | None = torch.load(ckpt_path, weights_only=False) if ckpt_path.is_file() else None
+        stopped: Checkpoint | None = load_checkpoint(ckpt_path) if ckpt_path.is_file() else None
         log(f"  {cell.key} stopped by max_cell_seconds after {stopped.epoch if stopped else 0} epoch(s)")
         if stopped is None:
             result = TrainResult(metrics=[], test_accuracy=float("nan"), spike_rates=[])
