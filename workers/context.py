@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from workers.db import make_sessionmaker, session_scope
 from workers.events import add_event, commit_and_publish, set_state
+from workers.heartbeat import LOST
 from workers.models import TERMINAL_STATES, Job, utcnow
 from workers.settings import Settings
 
@@ -149,40 +150,20 @@ class JobContext:
 
     @contextmanager
     def heartbeat(self) -> Iterator[None]:
-        """Renew the lease every ``lease_s / 3`` from a background thread while the block runs (a long chunk
-        of simulation or an evaluation must not look dead); raises LeaseLost after the block when the lease
-        was taken over before the job finished."""
-        stop, lost = threading.Event(), threading.Event()
-
-        def beat() -> None:
-            while not stop.wait(self.settings.lease_s / 3):
-                if not self.renew():
-                    lost.set()
-                    return
-
-        thread = threading.Thread(target=beat, name=f"lease-{self.job_id}", daemon=True)
-        thread.start()
+        """Keep the lease fresh while the block runs, from a child process (:mod:`workers.heartbeat`; a
+        simulator's long C++ calls would stall a thread); raises LeaseLost after the block when the lease was
+        taken over before the job finished."""
+        env = {**os.environ, "SQSNN_HEARTBEAT_DATABASE_URL": self.settings.sqlalchemy_url}
+        cmd = [sys.executable, "-m", "workers.heartbeat", self.job_id, self.token, str(self.settings.lease_s)]
+        child = subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env)
         try:
             yield
         finally:
-            stop.set()
-            thread.join()
-        if lost.is_set() and not self._finished:
+            assert child.stdin is not None
+            child.stdin.close()
+            status = child.wait()
+        if status == LOST and not self._finished:
             raise LeaseLost(f"job {self.job_id} was taken over while it ran")
-
-    def renew(self) -> bool:
-        """Extend the lease if this worker still holds it (one compare-and-set UPDATE); False otherwise."""
-        with session_scope(self.sessions) as s:
-            expires = utcnow() + timedelta(seconds=self.settings.lease_s)
-            stmt = (
-                update(Job)
-                .where(Job.id == self.job_id, Job.lease_owner == self.token)
-                .values(lease_expires_at=expires)
-                .returning(Job.id)
-            )
-            renewed = s.execute(stmt).first() is not None
-            s.commit()
-            return renewed
 
     def check(self, *, force: bool = False) -> None:
         """Raise JobCancelled / LeaseLost when due (polled at most every ``cancel_poll_s`` unless ``force``);

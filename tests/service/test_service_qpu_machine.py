@@ -36,7 +36,8 @@ def stack(served, settings, tmp_path_factory):
 
 def _events(sessions_, job_id: str, kind: str) -> list[dict]:
     with sessions_() as s:
-        return [e.data for e in s.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.kind == kind))]
+        where = (JobEvent.job_id == job_id) & (JobEvent.kind == kind)
+        return [e.data for e in s.scalars(select(JobEvent).where(where).order_by(JobEvent.id))]
 
 
 def test_twenty_jobs_submit_every_layer_exactly_once(stack, settings) -> None:
@@ -53,8 +54,8 @@ def test_twenty_jobs_submit_every_layer_exactly_once(stack, settings) -> None:
         assert rows[0].session_id == rows[1].session_id  # the later layer joined the first one's session
         job = jobs[job_id]
         assert job.shots == 2 * 3 and job.qpu_seconds == pytest.approx(0.5)
-        queue = _events(sessions_, job_id, "queue")
-        assert queue and queue[0]["position"] >= queue[-1]["position"]
+        queue = _events(sessions_, job_id, "queue")  # loopback:q2 reports position 1, then 0, per layer
+        assert [(e["layer"], e["position"]) for e in queue] == [(0, 1), (0, 0), (1, 1), (1, 0)]
     assert not {x.session_id for j in ids for x in submissions(sessions_, j)} & sessions(r)[0]  # all closed
     # same spec and seed: the same predictions and spike trains from every job
     assert len({str(j.result["predictions"]) + str(j.result["spikes"]) for j in jobs.values()}) == 1
