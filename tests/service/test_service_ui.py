@@ -90,7 +90,7 @@ def test_dashboard_login_jobs_curves_raster_backends_models(served, worker, trai
             model={"hidden": [32]},
             dataset={"name": "digits", "limit_train": 600, "limit_test": 200},
             encoder={"T": 5, "p_max": 1.0},
-            training={"epochs": 4, "batch_size": 16, "lr": 0.003, "loss": "probs"},
+            training={"epochs": 4},  # the trainer's defaults
         )
         job = client.submit(body)
         seen: list[str] = []
@@ -101,30 +101,39 @@ def test_dashboard_login_jobs_curves_raster_backends_models(served, worker, trai
                 seen.append(state)
             return bool(seen) and seen[-1] == "succeeded"
 
-        _wait(driver, state_in_table)
-        assert seen[0] in ("queued", "running") and seen[-1] == "succeeded", seen
-        row = _text(driver, f'tr[data-job-id="{job["id"]}"]') or ""
-        assert "$0.00" in row and "100%" in row and "exact" in row
+        # the job is seen queued or running in the table; its page then follows the event stream (it does not
+        # poll) until the job has succeeded
+        _wait(driver, lambda d: state_in_table(d) or seen)
+        assert seen[0] in ("queued", "running"), seen
+        _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, f'tr[data-job-id="{job["id"]}"] a').click() or True)
+        _wait(driver, lambda d: "following the event stream" in (_text(d, "#job-live") or ""), 20)
+        _wait(driver, lambda d: _text(d, "#job-state") == "succeeded")
+        _wait(driver, lambda d: "test accuracy" in (_text(d, "#job-result") or ""), 20)
+        _wait(driver, lambda d: (_text(d, "#job-live") or "").startswith("event stream ended after"), 20)
+        events = len(list(client.events(job["id"])))
+        assert _text(driver, "#job-live") == f"event stream ended after {events} events"
         train_result = client.result(job["id"])["result"]
+        assert f"{train_result['test_accuracy'] * 100:.1f}%" in (_text(driver, "#job-result") or "")
+        assert driver.find_element(By.ID, "job-progress").get_attribute("value") == "1"
+        assert _inked(driver, "curves") > 500 and _inked(driver, "raster") == 0
+        screenshots = ROOT / "docs" / "img"
+        screenshots.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(screenshots / "dashboard-job.png"))
+
         model_id = train_result["model_id"]
         infer = client.submit(
             {"kind": "infer", "model_id": model_id, "inputs": {"source": "dataset", "name": "digits", "stop": 8}}
         )
         client.wait(infer["id"], timeout=120)
         infer_result = client.result(infer["id"])["result"]
-    _wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#jobs-table tbody tr")) == 2)
-    screenshots = ROOT / "docs" / "img"
-    screenshots.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(screenshots / "dashboard.png"))
 
-    # the training job's page: state, progress and the curves of its 4 epochs
-    _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, f'tr[data-job-id="{job["id"]}"] a').click() or True)
-    _wait(driver, lambda d: d.find_element(By.ID, "job-state").text == "succeeded", 20)
-    _wait(driver, lambda d: "test accuracy" in d.find_element(By.ID, "job-result").text, 20)
-    assert driver.find_element(By.ID, "job-progress").get_attribute("value") == "1"
-    assert f"{train_result['test_accuracy'] * 100:.1f}%" in driver.find_element(By.ID, "job-result").text
-    assert _inked(driver, "curves") > 500 and _inked(driver, "raster") == 0
-    driver.save_screenshot(str(screenshots / "dashboard-job.png"))
+    # the jobs table: both jobs with state, backend, cost and progress
+    driver.get(f"{served.url}/ui#jobs")
+    _wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#jobs-table tbody tr")) == 2)
+    _wait(driver, lambda d: state_in_table(d))
+    row = _text(driver, f'tr[data-job-id="{job["id"]}"]') or ""
+    assert "$0.00" in row and "100%" in row and "exact" in row
+    driver.save_screenshot(str(screenshots / "dashboard.png"))
 
     # the inference job's page: the raster of sample 0, and the page's decoder equals workers.spikes.unpack
     driver.get(f"{served.url}/ui#job/{infer['id']}")
