@@ -19,6 +19,9 @@ Modules:
 * :mod:`backends.execute` — a whole network layer by layer; :mod:`backends.estimate` and
   :mod:`backends.prices` — resources, cost, budgets; :mod:`backends.cli` — ``sqsnn estimate``.
 * :mod:`backends.shift` — shot-based probabilities for the local rule's estimators, one submission per call.
+* :mod:`backends.training` — the local rule with the backend in the loop (forward spikes and probabilities
+  measured there), its training estimate and the test accuracy on the backend; :mod:`backends.meter` — the
+  running spend of a long run, charged against its budget before every submission.
 
 Quick use::
 
