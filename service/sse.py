@@ -23,6 +23,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from service.deps import Db
 from service.wakeups import Wakeups
+from sqsnn.client import parse_sse as parse_event_stream
 from workers.models import TERMINAL_STATES, Job, JobEvent
 
 BATCH = 500
@@ -84,19 +85,7 @@ def event_response(db: Db, wakeups: Wakeups, job_id: str, after: int) -> EventSo
 
 
 def parse_sse(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    """Client side: turn SSE lines into ``{"id", "event", "data"}`` dicts (``data`` JSON-decoded)."""
-    current: dict[str, Any] = {}
-    for line in lines:
-        if line == "":
-            if "data" in current:
-                yield current
-            current = {}
-        elif line.startswith(":"):
-            continue
-        else:
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "data":
-                current["data"] = json.loads(value)
-            elif name in ("id", "event"):
-                current[name] = value
+    """Client side: SSE lines as ``{"id", "event", "data"}`` dicts (``data`` JSON-decoded), parsed by
+    :func:`sqsnn.client.parse_sse`."""
+    for event_id, kind, data in parse_event_stream(lines):
+        yield {"id": event_id, "event": kind, "data": json.loads(data)}
