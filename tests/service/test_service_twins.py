@@ -376,7 +376,7 @@ def _created_twice(stack: Stack) -> None:
     """The first POST /jobs creates the job but answers 502; the client's retry creates a second one, which
     sqsnn cancels while both still queue (a duplicate that already ran cannot be cancelled)."""
     stack.ibm.faults.add(IBMFault("POST", r"/api/v1/jobs", 502, after=True))
-    stack.ibm.faults.queue_delay_s = 3.0
+    stack.ibm.faults.queue_delay_s = 5.0
 
 
 FAULTS = {
@@ -509,7 +509,16 @@ def test_fault_ends_in_its_documented_state(twins: Stack, name: str) -> None:
 
 
 # --- secrets (runs after the tests above: their rows, logs and responses are what it scans) ---------------
-def test_planted_secrets_appear_in_no_row_log_line_or_response(stack: Stack, settings) -> None:
+def test_planted_secrets_appear_in_no_row_log_line_or_response(twins: Stack, settings) -> None:
+    """Scans what every test of this module left (run alone, its own two failing jobs: a rejected API key and
+    a FAILED Braket task, whose provider messages are the likeliest carriers of a secret)."""
+    twins.ibm.revoke_key()
+    twins.braket.plan(TaskPlan("failed", "device fault (twin)"))
+    ibm_job = twins.api.submit(twins.model_id, IBM, IBM_OPTIONS, 3)
+    braket_job = twins.api.submit(twins.model_id, BRAKET, BRAKET_OPTIONS, 3)
+    for job_id in (ibm_job, braket_job):
+        assert twins.api.wait(job_id, ("succeeded", "failed", "cancelled"))["state"] == "failed"
+        twins.api.events(job_id, timeout=30)
     url = settings.database_url.replace("postgresql+psycopg://", "postgresql://")
     found, scanned = [], 0
     with psycopg.connect(url) as conn:
@@ -521,12 +530,12 @@ def test_planted_secrets_appear_in_no_row_log_line_or_response(stack: Stack, set
             values = [v for (v,) in conn.execute(f'SELECT "{column}"::text FROM "{table}"') if v]
             scanned += len(values)
             found += [(table, column, s) for s in PLANTED for v in values if s in v]
-    assert scanned > 100 and ("hardware_submissions", "last_error") in [(t, c) for t, c in columns]
+    assert scanned > 20 and ("hardware_submissions", "last_error") in [(t, c) for t, c in columns]
     assert found == []
-    log = stack.worker_log.read_text(errors="replace")
-    assert "ibm_twin_algiers" in log and "Traceback" in log  # the worker ran these jobs, failures included
+    log = twins.worker_log.read_text(errors="replace")
+    assert "advance_submission" in log  # the worker ran QPU jobs
     assert [s for s in PLANTED if s in log] == []
-    responses = "\n".join(stack.api.seen)
+    responses = "\n".join(twins.api.seen)
     assert "failed" in responses and "ibm_twin_algiers" in responses
     assert [s for s in (*PLANTED, f":{ACCOUNT_ID}:") if s in responses] == []
 
