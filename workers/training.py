@@ -233,11 +233,22 @@ def estimate_training_job(spec: TrainJobSpec) -> dict[str, Any]:
     }
 
 
+def _record_spend(ctx: JobContext, spend: Any) -> None:
+    """Store the job's running shots and cost (``Spend``) on its row, so that an attempt that dies mid-epoch
+    still leaves what it submitted on record for the next attempt's budget."""
+    with session_scope(ctx.sessions) as s:
+        row = s.get(Job, ctx.job_id)
+        assert row is not None
+        row.shots, row.cost_usd = spend.shots, spend.cost_usd or 0.0
+        s.commit()
+
+
 def _backend_hooks(
-    spec: TrainJobSpec, config: Any, sizes: list[int], n_train: int, usage: list[dict[str, Any]]
+    spec: TrainJobSpec, config: Any, sizes: list[int], n_train: int, usage: list[dict[str, Any]], job: Job
 ) -> tuple[Any, Any]:
-    """Metered ``backends.training.BackendTraining`` for a job on a simulator backend, charged with the spend
-    of the epochs already done (``usage``), and the ``Spend`` one epoch costs. Raises ``BudgetExceeded``
+    """Metered ``backends.training.BackendTraining`` for a job on a simulator backend, and the ``Spend`` one
+    epoch costs. The meter starts from the epochs already done (``usage``), with shots and cost raised to
+    those on the job row when an earlier attempt died after submitting more. Raises ``BudgetExceeded``
     before any submission when the budget cannot pay for one more epoch (so a job stopped by its budget
     always has a checkpoint)."""
     from backends.base import BudgetExceeded
@@ -248,6 +259,8 @@ def _backend_hooks(
     spent = Spend()
     for u in usage:
         spent = spent.add(Spend(u["submissions"], u["tasks"], u["shots"], u["cost_usd"]))
+    cost = None if spent.cost_usd is None else max(spent.cost_usd, job.cost_usd or 0.0)
+    spent = Spend(spent.submissions, spent.tasks, max(spent.shots, job.shots or 0), cost)
     policy = _policy(spec)
     seed = derive_seed(spec.seed, len(usage))  # a fresh stream after a resume
     hw = backend_training(spec.backend, config, spec.model.mode, policy=policy, seed=seed, spent=spent)
@@ -306,7 +319,7 @@ def run_training(ctx: JobContext) -> None:
     hw = None
     if spec.backend != "exact":
         try:
-            hw, per_epoch = _backend_hooks(spec, trainer_config, config.sizes, len(data.y_train), usage)
+            hw, per_epoch = _backend_hooks(spec, trainer_config, config.sizes, len(data.y_train), usage, job)
         except BudgetExceeded as exc:
             ctx.finish("failed", reason=f"budget exhausted: {exc}")
             return
@@ -351,7 +364,10 @@ def run_training(ctx: JobContext) -> None:
         _store_epoch(ctx, spec, metrics, ckpt, usage, **job_spend())
 
     def on_batch(epoch: int, batch_index: int, loss: float) -> None:
-        shots = {"shots": hw.meter.spent.shots} if hw is not None else {}
+        shots = {}
+        if hw is not None:
+            _record_spend(ctx, hw.meter.spent)
+            shots = {"shots": hw.meter.spent.shots}
         ctx.progress({"epoch": epoch, "batch": batch_index, "loss": float(loss), **shots})
 
     try:
