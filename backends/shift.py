@@ -32,14 +32,14 @@ from backends.common import BaseBackend, derive_seed
 from backends.compiler import memory_angle
 from backends.meter import SpendMeter
 from sqsnn.neuron import MemoryMode, SQSParams, SQSState
+from sqsnn.training.estimators import shot_frequency
 
 
 class BackendProbability:
     """``ProbabilityFn`` whose values are fractions of ``shots`` single-shot runs on ``backend``.
 
-    A frequency of 0 (or S) of S shots is reported as ``1/(2S)`` (or ``1 - 1/(2S)``), within the estimate's
-    resolution of it: the local rule divides by ``p`` and ``1 - p`` (``d log p / dp``), and a raw 0 turns one
-    unlucky estimate into a 1e10 gradient that stalls Adam; the clamp bounds that factor by 2S.
+    Frequencies go through :func:`sqsnn.training.estimators.shot_frequency` (0 or S spikes of S reported
+    within half a shot of 0 and 1), as the engine's simulated shots do.
 
     With a ``meter``, every call is priced (:meth:`~backends.common.BaseBackend.estimate`) and charged before
     it is submitted; a call the budget cannot pay raises ``BudgetExceeded`` and submits nothing.
@@ -93,9 +93,8 @@ class BackendProbability:
             memory_angles=alpha.reshape(rows, n),
         )
         self.submissions += 1
-        half = 0.5 / self.shots  # 0 or S spikes of S are reported as 1/(2S), 1 - 1/(2S): see the class docstring
-        p = np.clip(result.spikes[0].mean(axis=1), half, 1.0 - half)  # (rows, n)
-        return torch.as_tensor(p.reshape(shape), dtype=z.dtype)
+        counts = torch.as_tensor(result.spikes[0].sum(axis=1).reshape(shape), dtype=z.dtype)  # (rows, n) summed shots
+        return shot_frequency(counts, self.shots)
 
 
 def evaluate_variants(

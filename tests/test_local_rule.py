@@ -124,6 +124,16 @@ def test_shot_probability_is_binomial() -> None:
     assert pvalue > 1e-3
 
 
+def test_shot_probability_reports_certain_outcomes_within_half_a_shot() -> None:
+    shots = 8
+    est = ShotProbability(shots, torch.Generator().manual_seed(0))
+    z = torch.tensor([[[0.0, 1.0]]], dtype=torch.float64)  # phi = 0 -> p = 0; phi = pi -> p = 1
+    state = SQSState(torch.zeros(1, 2), torch.ones(1, 2), torch.zeros(1, 2))
+    params = SQSParams(torch.zeros(2), torch.zeros(2), torch.zeros(2))
+    p = est(z.double(), state, params, "quantum")
+    assert p.flatten().tolist() == [1 / 16, 15 / 16]
+
+
 def test_custom_probability_receives_all_variants_in_one_call() -> None:
     shapes: list[tuple[int, ...]] = []
 

@@ -66,11 +66,23 @@ def exact_probability(z: Tensor, state: SQSState, params: SQSParams, mode: Memor
     return spike_probability(z, state, params, mode)
 
 
-class ShotProbability:
-    """A :data:`ProbabilityFn` that returns the fraction of ``shots`` single-shot runs that spiked.
+def shot_frequency(counts: Tensor, shots: int) -> Tensor:
+    """Spike frequency of ``counts`` spikes in ``shots`` single-shot runs, kept within half a shot of 0 and 1.
 
-    Simulates what a QPU returns: ``Binomial(shots, p) / shots`` with the exact ``p``, drawn from
-    ``generator``.
+    A frequency of 0 (or S) of S shots is reported as ``1/(2S)`` (or ``1 - 1/(2S)``), within the estimate's
+    resolution of it: the local rule divides by ``p`` and ``1 - p`` (``d log p / dp``), and a raw 0 turns one
+    unlucky estimate into a 1e10 gradient that stalls Adam; the clamp bounds that factor by 2S. Same shape
+    as ``counts``.
+    """
+    half = 0.5 / shots
+    return (counts / shots).clamp(half, 1.0 - half)
+
+
+class ShotProbability:
+    """A :data:`ProbabilityFn` that returns the frequency of spikes in ``shots`` single-shot runs.
+
+    Simulates what a QPU returns: ``Binomial(shots, p)`` spikes with the exact ``p``, drawn from
+    ``generator``, as a :func:`shot_frequency` (the same estimate a circuit backend reports).
     """
 
     def __init__(self, shots: int, generator: torch.Generator) -> None:
@@ -82,7 +94,7 @@ class ShotProbability:
     def __call__(self, z: Tensor, state: SQSState, params: SQSParams, mode: MemoryMode) -> Tensor:
         p = spike_probability(z, state, params, mode).clamp(0.0, 1.0)
         counts = torch.binomial(torch.full_like(p, float(self.shots)), p, generator=self.generator)
-        return counts / self.shots
+        return shot_frequency(counts, self.shots)
 
 
 class LocalObjective(NamedTuple):
