@@ -179,3 +179,16 @@ def test_cli_takes_the_dataset_defaults_for_flags_not_given_and_says_so() -> Non
     result = runner.invoke(app, [*args, "--loss", "counts", "--val-fraction", "0"], env={"COLUMNS": "300"})
     flat = " ".join(result.output.split())
     assert result.exit_code == 0 and "loss counts (flag)" in flat and "no validation split" in flat
+
+
+def test_dataset_defaults_name_only_trainer_fields_and_the_28x28_sets_share_one_entry() -> None:
+    import dataclasses
+
+    from sqsnn.training.defaults import DATASET_DEFAULTS, defaults_for
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name, preset in DATASET_DEFAULTS.items():
+        assert set(preset.train) <= fields, name
+        TrainConfig(**preset.train)  # valid values
+    assert defaults_for("mnist") is defaults_for("fmnist") and defaults_for("mnist").hidden == (1000,)
+    assert defaults_for("mnist-dvs").train == {} and defaults_for("mnist-dvs").hidden == (128,)
