@@ -59,7 +59,7 @@ def _not_due(settings: Settings, job_id: str) -> bool:
         if due is None or due <= utcnow():
             s.commit()
             return False
-        job.enqueued_at = None  # reap_stale enqueues it once due
+        job.enqueued_at = None  # reap_stale enqueues it once due (it looks for the "scheduled" sub-state)
         ev = set_state(s, job, "queued", substate="scheduled", not_before=due.isoformat())
         commit_and_publish(s, settings.pubsub_url, [ev])
         return True
@@ -135,8 +135,9 @@ def advance_submission(self: Task, submission_id: int) -> str:
 
 @shared_task(bind=True, name=TASK_REAP_STALE)
 def reap_stale(self: Task) -> int:
-    """Re-enqueue running jobs whose lease expired, queued jobs never handed to the broker (or handed over
-    long ago) once their ``not_before`` has come; fail QPU jobs left without an open submission."""
+    """Re-enqueue running jobs whose lease expired, and queued jobs never handed to the broker, scheduled ones,
+    or ones handed over long ago, once their ``not_before`` has come; fail QPU jobs left without an open
+    submission."""
     from workers.hardware import OPEN
 
     settings = _settings(self)
@@ -149,13 +150,18 @@ def reap_stale(self: Task) -> int:
                 or_(
                     (Job.state == "running") & (Job.lease_expires_at < now),
                     (Job.state == "queued") & Job.enqueued_at.is_(None) & due,
+                    (Job.state == "queued") & (Job.substate == "scheduled") & due,
                     (Job.state == "queued") & (Job.enqueued_at < now - timedelta(seconds=settings.lease_s * 10)) & due,
                 )
             )
         ).all()
         for job_id, queue in rows:
             enqueue(self.app, job_id, queue)
-            s.get(Job, job_id).enqueued_at = now  # type: ignore[union-attr]
+            job = s.get(Job, job_id)
+            assert job is not None
+            job.enqueued_at = now
+            if job.state == "queued":
+                job.substate = None  # a scheduled job is handed to the broker now
         s.commit()
         orphans = s.scalars(
             select(Job)
