@@ -52,10 +52,10 @@ bench: $(VENV)/.installed
 
 # chromium for the dashboard test: installed once (Debian, as root, as CI runs); elsewhere that test skips
 services:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v docker-compose >/dev/null || \
 		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
-		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
-		echo "note: no chromium/chromedriver: tests/service/test_service_ui.py will skip" >&2
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver docker-compose >/dev/null; } || \
+		echo "note: no chromium/chromedriver/docker-compose: the dashboard and compose tests will skip" >&2
 	@pg_isready -h 127.0.0.1 -p 5432 -q || \
 		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || \
