@@ -108,11 +108,11 @@ def test_inline_images_inference_checks_width(client, worker, train_body, wait_f
     good = {"kind": "infer", "model_id": model_id, "inputs": {"source": "images", "images": [[0.5] * 64] * 3}}
     bad = {"kind": "infer", "model_id": model_id, "inputs": {"source": "images", "images": [[0.5] * 10]}}
     ok_id = client.post("/v1/jobs", json=good).json()["id"]
-    bad_id = client.post("/v1/jobs", json=bad).json()["id"]
+    r = client.post("/v1/jobs", json=bad)  # refused at submission, naming the field and the model's width
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == "body.inputs.images" and "the model expects 64" in r.json()["message"]
     wait_for(client, ok_id, ("succeeded",))
     assert len(client.get(f"/v1/jobs/{ok_id}/result").json()["result"]["predictions"]) == 3
-    failed = wait_for(client, bad_id, ("failed",))
-    assert "expects 64" in failed["failure_reason"]
 
 
 def test_cancel_running_job(client, worker, train_body, wait_for) -> None:
