@@ -295,3 +295,23 @@ def test_appending_to_a_file_with_an_older_header_keeps_every_value_under_its_co
         {"key": "old", "val_accuracy": "", "test_accuracy": "0.5"},
         {"key": "new", "val_accuracy": "0.7", "test_accuracy": "0.6"},
     ]
+
+
+def test_memory_ablation_keeps_estimators_and_synapse_layouts_apart() -> None:
+    from sqsnn.experiments.report import _memory_ablation
+
+    def cell(label: str, mode: str, estimator: str, accuracy: float) -> dict[str, str]:
+        return {
+            "kind": "sqsnn", "sizes": "256;2;2", "method": "local", "estimator": estimator, "direct": "True",
+            "seed": "0", "val_accuracy": "", "test_accuracy": str(accuracy), "spike_rates": "0.1;0.2",
+        }  # fmt: skip
+
+    groups = {
+        ("usps", label, mode, "local"): [cell(label, mode, estimator, acc)]
+        for label, estimator, acc in (("exact", "exact", 0.98), ("recipe", "official", 0.80))
+        for mode in ("quantum", "official")
+    }
+    rows = [line for line in _memory_ablation(groups) if line.startswith("| usps")]
+    assert len(rows) == 4
+    assert sum("local (exact)" in r and "98.00" in r for r in rows) == 2  # never averaged with the recipe's 80 %
+    assert sum("local (official)" in r and "80.00" in r for r in rows) == 2

@@ -110,12 +110,14 @@ def _summary(rows: list[dict[str, str]]) -> tuple[str, str, str]:
 
 
 def _memory_ablation(groups: dict[GroupKey, list[dict[str, str]]]) -> list[str]:
-    """A table of the SQSNN memory modes side by side, for every dataset, layer sizes and training method
-    that ran more than one mode (empty when none did)."""
-    by_setting: dict[tuple[str, str, str], dict[str, list[dict[str, str]]]] = defaultdict(lambda: defaultdict(list))
+    """A table of the SQSNN memory modes side by side, for every dataset, layer sizes, training method,
+    estimator and synapse layout that ran more than one mode (empty when none did)."""
+    Setting = tuple[str, str, str, str, str]
+    by_setting: dict[Setting, dict[str, list[dict[str, str]]]] = defaultdict(lambda: defaultdict(list))
     for (dataset, _, mode, method), rows in groups.items():
-        if rows[0]["kind"] == "sqsnn":
-            by_setting[(dataset, rows[0]["sizes"], method)][mode].extend(rows)
+        first = rows[0]
+        if first["kind"] == "sqsnn":
+            by_setting[(dataset, first["sizes"], method, first["estimator"], first["direct"])][mode].extend(rows)
     settings = {k: v for k, v in sorted(by_setting.items()) if len(v) > 1}
     if not settings:
         return []
@@ -129,7 +131,7 @@ def _memory_ablation(groups: dict[GroupKey, list[dict[str, str]]]) -> list[str]:
         "Spike rate per layer |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for (dataset, sizes, _method), modes in settings.items():
+    for (dataset, sizes, *_), modes in settings.items():
         for mode, rows in sorted(modes.items()):
             val, test, rates = _summary(rows)
             seeds = ", ".join(sorted({r["seed"] for r in rows}, key=int))
