@@ -161,9 +161,10 @@ def demo(
                 "name": "digits-demo",
                 "model": {"hidden": [hidden], "mode": "quantum"},
                 "dataset": {"name": "digits", "limit_train": limit_train},
-                "encoder": {"T": 5, "p_max": 0.5},
-                # digits has 64 inputs: a larger rate than the trainer's default (tuned on mnist-5k's 784)
-                "training": {"method": "bptt", "epochs": epochs, "lr": 3e-3, "loss": "probs"},
+                # the digits defaults chosen on validation (sqsnn.training.defaults): every step of an 8x8
+                # image spikes at its intensity (p_max 1), loss on the mean output probability
+                "encoder": {"T": 5, "p_max": 1.0},
+                "training": {"method": "bptt", "epochs": epochs, "loss": "probs"},
                 "backend": "exact",
             }
             r = client.post("/v1/jobs", json=body)
