@@ -1,6 +1,6 @@
 r"""The SQS neuron with one I/O qubit and one memory qubit (N = N_M = 1): the hot path.
 
-Model (``../shared/docs/sqs-model.md`` §1). At step t a neuron receives the classical current
+Model (``docs/model.md``). At step t a neuron receives the classical current
 :math:`z_t = \sum_p w_p x_{p,t} (+ b)`. With :math:`\phi = \pi \max(z_t, 0)`,
 :math:`a_0 = \phi + \theta_{in}` and :math:`a_1 = a_0 + \theta_{ent}`, and the memory density matrix
 :math:`\sigma_t` (``sigma_1 = |0><0|``):
