@@ -29,7 +29,7 @@ import httpx
 import psycopg
 import pytest
 import torch
-from sqlalchemy import select
+from qpu_jobs import submissions
 
 from backends.execute import conditional_probabilities
 from sqsnn.datasets import load_dataset
@@ -130,19 +130,6 @@ class Api:
         return job
 
 
-def submission_rows(sessions: Any, job_id: str) -> list[HardwareSubmission]:
-    """A job's hardware submission rows by layer (detached)."""
-    with sessions() as s:
-        rows = list(
-            s.scalars(
-                select(HardwareSubmission).where(HardwareSubmission.job_id == job_id).order_by(HardwareSubmission.step)
-            )
-        )
-        for row in rows:
-            s.expunge(row)
-    return rows
-
-
 @dataclass
 class Stack:
     """The twins, a worker started with their environment, a model and an API client of its owner."""
@@ -165,7 +152,7 @@ class Stack:
         self.braket.reset()
 
     def submissions(self, job_id: str) -> list[HardwareSubmission]:
-        return submission_rows(self.sessions, job_id)
+        return submissions(self.sessions, job_id)
 
 
 @pytest.fixture(scope="module")
@@ -611,7 +598,7 @@ def test_live_inference(live_stack, served, name: str) -> None:
         pytest.skip(target)
     api, model_id, log = live_stack
     budget = {"max_shots": live_estimate(target).shots}
-    check_inference(api, lambda job_id: submission_rows(served.app.state.sessions, job_id), model_id, target, None,
+    check_inference(api, lambda job_id: submissions(served.app.state.sessions, job_id), model_id, target, None,
                     budget)  # fmt: skip
     secrets = [v for v in (os.environ.get(k) for k in ("QISKIT_IBM_TOKEN", "AWS_SECRET_ACCESS_KEY")) if v]
     assert [s for s in secrets if s in "\n".join(api.seen) or s in log.read_text(errors="replace")] == []
