@@ -222,16 +222,37 @@ def evaluate(
 
 @app.command()
 def datasets() -> None:
-    """List the datasets, where their files come from and how they are split."""
+    """List the datasets, where their files come from and how they are split (fits 80 columns)."""
+    from rich import box
+
     from sqsnn.datasets import list_datasets
 
-    table = Table()
-    fields = [f.name for f in dataclasses.fields(list_datasets()[0])]
-    for name in fields:
-        table.add_column(name)
-    for info in list_datasets():
-        table.add_row(*(str(getattr(info, f)) for f in fields))
-    console.print(table)
+    infos = list_datasets()
+    summary = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    summary.add_column("name", no_wrap=True)
+    summary.add_column("input", no_wrap=True)
+    summary.add_column("classes", no_wrap=True, justify="right")
+    summary.add_column("train / test", no_wrap=True, justify="right")
+    for info in infos:
+        h, w = info.image_shape
+        shape = f"{h}×{w}" if info.steps is None else f"T {info.steps} × {h}×{w}"
+        sizes = "your files" if info.n_train is None or info.n_test is None else f"{info.n_train:,} / {info.n_test:,}"
+        summary.add_row(info.name, shape, str(info.n_classes), sizes)
+    # the splits end with the same validation clause: said once under the table when they all share it
+    clauses = {info.split.partition("; validation: ")[2] for info in infos}
+    shared = clauses.pop() if len(clauses) == 1 else ""
+    details = Table.grid(padding=(0, 2))
+    details.add_column(no_wrap=True)
+    details.add_column(overflow="fold")
+    for info in infos:
+        split = info.split.partition("; validation: ")[0] if shared else info.split
+        options = f" Options: {', '.join(info.options)}." if info.options else ""
+        details.add_row(info.name, f"{info.source}. Split: {split}.{options}")
+    console.print(summary)
+    console.print()
+    console.print(details)
+    if shared:
+        console.print(f"\nValidation, for every dataset: {shared}.")
 
 
 def _mount_plugins() -> None:
