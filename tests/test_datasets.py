@@ -124,7 +124,7 @@ def test_unknown_dataset_names_the_known_ones() -> None:
 
 def test_list_datasets_describes_every_loadable_dataset() -> None:
     infos = {i.name: i for i in list_datasets()}
-    assert list(infos) == ["digits", "mnist-5k", "mnist", "fmnist", "kmnist", "usps", "mnist-dvs"]
+    assert list(infos) == ["digits", "mnist-5k", "mnist", "fmnist", "kmnist", "usps", "mnist-dvs", "temporal-order"]
     assert (infos["digits"].n_train, infos["digits"].n_test, infos["digits"].image_shape) == (
         1437,
         360,

@@ -298,7 +298,7 @@ def test_appending_to_a_file_with_an_older_header_keeps_every_value_under_its_co
 
 
 def test_memory_ablation_keeps_estimators_and_synapse_layouts_apart() -> None:
-    from sqsnn.experiments.report import _memory_ablation
+    from sqsnn.experiments.report import _memory_ablation, _Specs
 
     def cell(label: str, mode: str, estimator: str, accuracy: float) -> dict[str, str]:
         return {
@@ -307,11 +307,128 @@ def test_memory_ablation_keeps_estimators_and_synapse_layouts_apart() -> None:
         }  # fmt: skip
 
     groups = {
-        ("usps", label, mode, "local"): [cell(label, mode, estimator, acc)]
+        ("results", "usps", label, mode, "local"): [cell(label, mode, estimator, acc)]
         for label, estimator, acc in (("exact", "exact", 0.98), ("recipe", "official", 0.80))
         for mode in ("quantum", "official")
     }
-    rows = [line for line in _memory_ablation(groups) if line.startswith("| usps")]
+    lines, drawn = _memory_ablation(groups, _Specs())
+    rows = [line for line in lines if line.startswith("| usps")]
+    assert not drawn
     assert len(rows) == 4
     assert sum("local (exact)" in r and "98.00" in r for r in rows) == 2  # never averaged with the recipe's 80 %
     assert sum("local (official)" in r and "80.00" in r for r in rows) == 2
+
+
+SECTIONS = """
+results_dir = "unused"
+datasets = ["digits"]
+[[models]]
+label = "K5"
+kind = "sqsnn"
+hidden = [2]
+method = "local"
+network = {{ direct = true }}
+train = {{ estimator = "shift", directions = 5 }}
+[[models]]
+label = "K1"
+kind = "sqsnn"
+hidden = [2]
+method = "local"
+network = {{ direct = true }}
+train = {{ estimator = "shift", directions = 1 }}
+[[models]]
+label = "K5 S10"
+kind = "sqsnn"
+hidden = [2]
+method = "local"
+network = {{ direct = true }}
+train = {{ estimator = "shift", directions = 5, shots = 10 }}
+[[models]]
+label = "S0"
+kind = "sqsnn"
+hidden = [4]
+modes = ["quantum", "memoryless"]
+train = {{ rate_penalty = 0.0 }}
+[[models]]
+label = "S1"
+kind = "sqsnn"
+hidden = [4]
+train = {{ rate_penalty = 1.0 }}
+[[models]]
+label = "L0"
+kind = "lif"
+hidden = [4]
+match_parameters = "S0"
+train = {{ rate_penalty = 0.0 }}
+"""
+
+
+def _cell_row(
+    config: Path, label: str, kind: str, mode: str, method: str, seed: int, **values: object
+) -> dict[str, object]:
+    from sqsnn.experiments.records import CELL_COLUMNS
+
+    row: dict[str, object] = {c: "" for c in CELL_COLUMNS}
+    row.update(
+        key=f"{label}/{mode}/{method}/digits/seed{seed}", config=str(config), label=label, kind=kind, mode=mode,
+        method=method, estimator="shift" if method == "local" else "-", dataset="digits", seed=seed,
+        sizes="64;4;10", direct=str(method == "local"), num_parameters=100, epochs=2, best_epoch=1,
+        val_accuracy="0.5", status="done", command=f"sqsnn experiment run {config}", seconds="10",
+    )  # fmt: skip
+    row.update(values)
+    return row
+
+
+def test_combined_report_renders_sample_counts_rate_penalty_and_matched_lif_sections(tmp_path: Path) -> None:
+    from sqsnn.experiments.records import CELL_COLUMNS, CELLS, append_rows
+
+    config = tmp_path / "checks.toml"
+    config.write_text(SECTIONS.format())
+    local, bptt = tmp_path / "local", tmp_path / "bptt"
+    rows = [
+        _cell_row(config, label, "sqsnn", "quantum", "local", seed, test_accuracy=acc, spike_rates="0.1;0.2")
+        for label, accs in (("K5", (0.9, 0.8)), ("K1", (0.6, 0.6)), ("K5 S10", (0.7, 0.7)))
+        for seed, acc in enumerate(accs)
+    ]
+    append_rows(local / CELLS, CELL_COLUMNS, rows)
+    rows = [
+        _cell_row(config, "S0", "sqsnn", "quantum", "bptt", s, test_accuracy=0.9, spike_rates="0.3;0.1") for s in (0, 1)
+    ]
+    rows += [_cell_row(config, "S0", "sqsnn", "memoryless", "bptt", 0, test_accuracy=0.5, spike_rates="0.3;0.1")]
+    rows += [_cell_row(config, "S1", "sqsnn", "quantum", "bptt", 0, test_accuracy=0.8, spike_rates="0.1;0.1")]
+    rows += [_cell_row(config, "L0", "lif", "-", "bptt", 0, test_accuracy=0.85, spike_rates="0.2;0.2")]
+    append_rows(bptt / CELLS, CELL_COLUMNS, rows)
+
+    with pytest.raises(ValueError, match="output"):
+        report([local, bptt])
+    out = report([local, bptt], tmp_path / "docs" / "all.md")
+    text = out.read_text()
+    counts = text.split("## Local-rule sample counts")[1].split("## ")[0]
+    assert (
+        "| digits | 64-4-10 | local (shift), direct synapses | quantum | 1 | 5 | 0 | 50.00 ± 0.00 | 85.00 ± 7.07 |"
+        in (counts)
+    )
+    assert "| quantum | 1 | 1 | 0 |" in counts and "| quantum | 1 | 5 | 10 |" in counts
+    assert "| 5.00 | 10.0 |" in counts  # 10 s over 2 epochs
+    penalty = text.split("## Spike-rate penalty")[1].split("## ")[0]
+    mean_rate = (4 * 0.3 + 10 * 0.1) / 14
+    assert f"| digits | SQSNN quantum | 64-4-10 | 0 | 50.00 ± 0.00 | 90.00 ± 0.00 | {mean_rate:.4f} |" in penalty
+    assert "| digits | SQSNN quantum | 64-4-10 | 1 |" in penalty and "| digits | LIF SNN | 64-4-10 | 0 |" in penalty
+    assert "SQSNN memoryless" in penalty  # a family per memory mode
+    matched = text.split("## SQSNN vs parameter-matched LIF SNN")[1].split("## ")[0]
+    assert "| digits | S0 | quantum | 100 | L0 | 100 | 90.00 ± 0.00 | 85.00 ± 0.00 | +5.00 |" in matched
+    assert "| S1 |" not in matched, "different training options are not compared"
+    ablation = text.split("## Memory ablation")[1].split("## ")[0]
+    assert ablation.count("| digits | 64-4-10 | BPTT |") == 2
+    params = text.split("## Parameter counts")[1]
+    assert "| digits | sqsnn | 64-4-10 | yes | 100 |" in params and "K1, K5, K5 S10" in params
+    figures = tmp_path / "docs" / "all-figures"
+    names = sorted(p.name for p in figures.iterdir())
+    assert names == [
+        "memory_ablation.png",
+        "rate_penalty_bptt_digits.png",
+        "sample_counts_digits_64_4_10_shift_quantum_True.png",
+    ]
+    assert all((figures / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in names)
+    for name in names:
+        assert f"](all-figures/{name})" in text

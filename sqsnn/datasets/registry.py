@@ -20,6 +20,7 @@ from sqsnn.datasets.base import (
 from sqsnn.datasets.embedded import load_digits, load_mnist_5k
 from sqsnn.datasets.idx import load_idx_dataset
 from sqsnn.datasets.mnist_dvs import load_mnist_dvs
+from sqsnn.datasets.temporal import load_temporal_order
 from sqsnn.datasets.usps import load_usps
 from sqsnn.encoders import DataKind
 
@@ -137,6 +138,19 @@ _REGISTRY: dict[str, _Entry] = {
             "central 104x104 sensor window pooled 4x4",
             split="stratified split of the recordings found (test_fraction=0.2, seed=0)" + _VAL_NOTE,
         ),
+        _entry(
+            load_temporal_order,
+            name="temporal-order",
+            kind="frames",
+            image_shape=(3, 8),
+            steps=10,
+            n_classes=6,
+            n_train=3000,
+            n_test=1000,
+            source="generated (numpy seed option): 3 symbols shown once each at distinct steps of T = 10, "
+            "label = their order (3! classes); needs memory (sqsnn.datasets.temporal)",
+            split="generated sides: 3,000 train / 1,000 test" + _VAL_NOTE,
+        ),
     )
 }
 
@@ -160,7 +174,8 @@ def load_dataset(
     """Load a dataset by name (see :func:`list_datasets`).
 
     Args:
-        name: ``digits``, ``mnist-5k``, ``mnist``, ``fmnist``, ``kmnist``, ``usps`` or ``mnist-dvs``.
+        name: ``digits``, ``mnist-5k``, ``mnist``, ``fmnist``, ``kmnist``, ``usps``, ``mnist-dvs`` or
+            ``temporal-order``.
         data_dir: directory holding on-disk datasets (or a subdirectory named like the dataset); falls back
             to the ``SQSNN_DATA_DIR`` environment variable. Unused by the embedded datasets.
         classes: keep only these labels, relabelled ``0..k-1`` in the order given.
@@ -169,7 +184,8 @@ def load_dataset(
             validation split ``x_val`` / ``y_val``; 0 holds out nothing.
         val_seed: seed of that split.
         **kwargs: dataset options, e.g. ``T``, ``bin_ms``, ``resolution``, ``crop``, ``test_fraction``,
-            ``seed``, ``scales``, ``polarity`` for ``mnist-dvs``; unknown options are refused.
+            ``seed``, ``scales``, ``polarity`` for ``mnist-dvs``; ``symbols``, ``channels``, ``n_train``, ... for
+            ``temporal-order``; unknown options are refused.
 
     Raises:
         DatasetError: unknown name or option, missing or corrupt files, invalid selection.

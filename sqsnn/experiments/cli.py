@@ -1,4 +1,4 @@
-"""``sqsnn experiment`` commands: ``run CONFIG`` and ``report [RESULTS_DIR]``."""
+"""``sqsnn experiment`` commands: ``run CONFIG`` and ``report RESULTS_DIR... [--output FILE] [--figures DIR]``."""
 
 from __future__ import annotations
 
@@ -28,12 +28,21 @@ def run_command(
 
 @experiment_app.command("report")
 def report_command(
-    results_dir: Annotated[Path, typer.Argument(help="results directory holding cells.csv")] = Path("results"),
-    output: Annotated[Path | None, typer.Option(help="markdown file to write (default RESULTS_DIR/results.md)")] = None,
+    results_dirs: Annotated[
+        list[Path], typer.Argument(help="results directories holding cells.csv (several: one combined report)")
+    ],
+    output: Annotated[
+        Path | None, typer.Option(help="markdown file to write (default RESULTS_DIR/results.md; needed with several)")
+    ] = None,
+    figures: Annotated[
+        Path | None, typer.Option(help="folder of the section figures (default: see sqsnn.experiments.report)")
+    ] = None,
 ) -> None:
-    """Rebuild the markdown table and the figures from the CSV files."""
+    """Rebuild the markdown tables and the figures from the CSV files."""
     try:
-        path = build_report(results_dir, output)
+        path = build_report(results_dirs, output, figures_dir=figures)
     except FileNotFoundError as exc:
-        raise typer.BadParameter(str(exc), param_hint="RESULTS_DIR") from exc
+        raise typer.BadParameter(str(exc), param_hint="RESULTS_DIRS") from exc
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--output") from exc
     typer.echo(f"wrote {path}")

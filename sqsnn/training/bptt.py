@@ -53,6 +53,7 @@ __all__ = [
     "TrainingStopped",
     "batch_loss",
     "evaluate",
+    "mean_spike_rate",
     "output_rates",
     "train",
 ]
@@ -79,6 +80,8 @@ class TrainConfig:
         schedule: learning rate ``constant`` or ``cosine`` (decays to 0 over all epochs' batches).
         lr_scaling: ``fan_in`` (weights of a layer with ``in`` inputs learn at ``lr * 1000 / in``) or
             ``none`` (every parameter at ``lr``).
+        rate_penalty: lambda >= 0 of the spike-rate penalty added to the training loss (see
+            :func:`batch_loss`); 0 turns it off.
     """
 
     epochs: int = 5
@@ -92,6 +95,7 @@ class TrainConfig:
     eval_batch_size: int = 500
     schedule: Schedule = "cosine"
     lr_scaling: LrScaling = "fan_in"
+    rate_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "T", "eval_batch_size"):
@@ -107,11 +111,26 @@ class TrainConfig:
             raise ValueError(f"p_max must be in (0, 1]; got {self.p_max}")
         if self.lr <= 0 or self.logit_scale <= 0:
             raise ValueError("lr and logit_scale must be > 0")
+        if not self.rate_penalty >= 0:
+            raise ValueError(f"rate_penalty must be >= 0; got {self.rate_penalty}")
 
 
 def batch_loss(out: NetworkOutput, y: Tensor, config: TrainConfig) -> Tensor:
-    """Mean cross-entropy of the scaled output rates against labels ``y (B,)``."""
-    return nn.functional.cross_entropy(config.logit_scale * output_rates(out, config.loss), y)
+    """Mean cross-entropy of the scaled output rates against labels ``y (B,)``, plus
+    ``rate_penalty * mean_rate``: the spike probability per neuron per step averaged over every neuron of
+    every layer, the batch and the T steps (``out.probs``; the LIF baselines' probabilities are their spikes).
+    """
+    loss = nn.functional.cross_entropy(config.logit_scale * output_rates(out, config.loss), y)
+    if config.rate_penalty > 0:
+        loss = loss + config.rate_penalty * mean_spike_rate(out)
+    return loss
+
+
+def mean_spike_rate(out: NetworkOutput) -> Tensor:
+    """Spike probability per neuron per step over every neuron of every layer (scalar, differentiable)."""
+    total = sum(p.sum() for p in out.probs)
+    count = sum(p.numel() for p in out.probs)
+    return total / count  # type: ignore[return-value]
 
 
 def train(
