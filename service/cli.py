@@ -6,16 +6,15 @@ from __future__ import annotations
 import signal
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import httpx
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from service.auth import create_key
-from service.embedded import EmbeddedService, ensure_key, migrate, start_worker, stop_process
-from service.sse import parse_sse
+from service.embedded import EmbeddedService, ensure_key, migrate, start_worker, stop_process, worker_log
+from sqsnn.client import Client
+from sqsnn.client_cli import print_outcome, watch_job
 from workers.db import make_sessionmaker
 from workers.settings import Settings
 
@@ -92,7 +91,11 @@ def serve(
         if key:
             console.print("first start: API key for owner 'local' (shown once, store it now):")
             print(key, flush=True)
-    proc = start_worker(settings, settings.home / "worker.log") if run_worker else None
+    proc = None
+    if run_worker:
+        log = worker_log(settings)
+        proc = start_worker(settings, log)
+        console.print(f"worker log: [bold]{log}[/bold]")
     # uvicorn re-raises SIGTERM after its graceful shutdown; make that an exception so the worker is stopped
     signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
@@ -100,41 +103,6 @@ def serve(
     finally:
         if proc is not None:
             stop_process(proc)
-
-
-def _stream(client: httpx.Client, job_id: str, epochs: int) -> None:
-    """Print a job's SSE stream as a progress bar and one table row per epoch; a stream that ends before the
-    job (SQSNN_SSE_MAX_S) is resumed with ``Last-Event-ID``."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    table = Table("epoch", "train loss", "train acc", "test acc", "seconds", title="training")
-    last_id: str | None = None
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("queued", total=epochs)
-        while True:
-            headers = {"Last-Event-ID": last_id} if last_id else {}
-            with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=None) as resp:
-                for ev in parse_sse(resp.iter_lines()):
-                    last_id = ev.get("id", last_id)
-                    data: dict[str, Any] = ev["data"]
-                    if ev.get("event") == "state":
-                        bar.update(task, description=f"{data['state']} {data.get('substate') or ''}".strip())
-                    elif ev.get("event") == "progress":
-                        bar.update(
-                            task, description=f"epoch {data['epoch']} batch {data['batch']} loss {data['loss']:.3f}"
-                        )
-                    elif ev.get("event") == "epoch":
-                        bar.update(task, completed=data["epoch"])
-                        table.add_row(
-                            str(data["epoch"]),
-                            f"{data['train_loss']:.4f}",
-                            f"{data['train_accuracy']:.3f}",
-                            f"{data['test_accuracy']:.3f}",
-                            f"{data['seconds']:.1f}",
-                        )
-            if client.get(f"/v1/jobs/{job_id}").json()["state"] in ("succeeded", "failed", "cancelled"):
-                break
-    console.print(table)
 
 
 def demo(
@@ -154,8 +122,8 @@ def demo(
     )
     console.print(f"starting the embedded service (state in {settings.home}) ...")
     with EmbeddedService(settings) as svc:
-        key = svc.key("demo")
-        with httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+        console.print(f"worker log: {svc.worker_log}")
+        with Client(svc.url, svc.key("demo")) as client:
             body = {
                 "kind": "train",
                 "name": "digits-demo",
@@ -167,16 +135,10 @@ def demo(
                 "training": {"method": "bptt", "epochs": epochs, "loss": "probs"},
                 "backend": "exact",
             }
-            r = client.post("/v1/jobs", json=body)
-            r.raise_for_status()
-            job_id = r.json()["id"]
-            console.print(f"submitted job {job_id} to {svc.url}/v1/jobs")
-            _stream(client, job_id, epochs)
-            job = client.get(f"/v1/jobs/{job_id}").json()
-            if job["state"] != "succeeded":
-                console.print(f"[red]job {job['state']}:[/red] {job['failure_reason']}")
-                raise typer.Exit(1)
-            result = client.get(f"/v1/jobs/{job_id}/result").json()["result"]
+            job = client.submit(body)
+            console.print(f"submitted job {job['id']} to {svc.url}/v1/jobs")
+            print_outcome(watch_job(client, job["id"]))
+            result = client.result(job["id"])["result"]
     console.print(f"model {result['model_id']}")
     console.print(f"[bold green]final test accuracy: {result['test_accuracy']:.4f}[/bold green]")
 

@@ -64,6 +64,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def worker_log(settings: Settings) -> Path:
+    """Where ``sqsnn serve`` and :class:`EmbeddedService` write their worker's log: ``$SQSNN_HOME/worker.log``."""
+    return settings.home / "worker.log"
+
+
 def start_worker(settings: Settings, log: Path | None = None, *, beat: bool = True) -> subprocess.Popen[bytes]:
     """A ``celery worker`` child process (solo pool, every queue, optional embedded beat)."""
     cmd = [
@@ -110,11 +115,12 @@ class EmbeddedService:
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.worker: subprocess.Popen[bytes] | None = None
+        self.worker_log = worker_log(settings)
         self.url = ""
 
     def __enter__(self) -> EmbeddedService:
         migrate(self.settings)
-        self.worker = start_worker(self.settings, self.settings.home / "worker.log")
+        self.worker = start_worker(self.settings, self.worker_log)
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:

@@ -83,6 +83,14 @@ def _when(row: dict[str, Any]) -> str:
     return (at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)).strftime("%m-%d %H:%M")
 
 
+def _accuracy(epoch: dict[str, Any]) -> str:
+    """An epoch event's held-out accuracy: the test split's, or the validation split's (``val ...``) where
+    the job holds one out."""
+    if epoch.get("test_accuracy") is not None:
+        return f"{epoch['test_accuracy']:.3f}"
+    return f"val {epoch['val_accuracy']:.3f}"
+
+
 def _describe(event: Event) -> str | None:
     """One line for the progress bar, or None for events that do not change it."""
     d = event.data
@@ -91,7 +99,7 @@ def _describe(event: Event) -> str | None:
     if event.kind == "progress" and "loss" in d:
         return f"epoch {d.get('epoch')} batch {d.get('batch')} loss {d['loss']:.3f}"
     if event.kind == "epoch":
-        return f"epoch {d['epoch']}: loss {d['train_loss']:.3f}, test accuracy {d['test_accuracy']:.3f}"
+        return f"epoch {d['epoch']}: loss {d['train_loss']:.3f}, held-out accuracy {_accuracy(d)}"
     if event.kind == "spikes":
         return f"samples from {d.get('start')}: {len(d.get('predictions', []))} predicted"
     return None
@@ -118,7 +126,7 @@ def watch_job(client: Client, job_id: str) -> dict[str, Any]:
                     str(d["epoch"]),
                     f"{d['train_loss']:.4f}",
                     f"{d['train_accuracy']:.3f}",
-                    f"{d['test_accuracy']:.3f}",
+                    _accuracy(d),
                     f"{d['seconds']:.1f}",
                 )
             line = _describe(event)
@@ -134,8 +142,8 @@ def watch_job(client: Client, job_id: str) -> dict[str, Any]:
     return job
 
 
-def _finish(job: dict[str, Any]) -> None:
-    """Print how the job ended; exit 1 unless it succeeded."""
+def print_outcome(job: dict[str, Any]) -> None:
+    """Print how the finished ``job`` ended; exit 1 unless it succeeded."""
     if job["state"] == "succeeded":
         console.print(f"[green]job {job['id']} succeeded[/green] on {job['backend_used'] or job['backend']}")
         return
@@ -156,7 +164,7 @@ def submit(
         job = client.submit(body, idempotency_key=idempotency_key)
         console.print(f"submitted {job['kind']} job [bold]{job['id']}[/bold] on {job['backend']} ({job['state']})")
         if watch:
-            _finish(watch_job(client, job["id"]))
+            print_outcome(watch_job(client, job["id"]))
 
 
 @jobs_app.command("list")
@@ -192,7 +200,7 @@ def watch(job_id: JobArg, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
         job = client.get(job_id)
         if job["state"] not in TERMINAL_STATES:
             job = watch_job(client, job_id)
-        _finish(job)
+        print_outcome(job)
 
 
 @jobs_app.command("cancel")

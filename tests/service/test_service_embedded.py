@@ -35,6 +35,7 @@ def test_demo_trains_digits_through_the_rest_api(tmp_path: Path) -> None:
         cwd=ROOT, env=embedded_env(tmp_path / "unused"), capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
+    assert f"worker log: {home / 'worker.log'}" in out.stdout
     acc = float(re.search(r"final test accuracy: ([0-9.]+)", out.stdout).group(1))  # type: ignore[union-attr]
     with sqlite3.connect(home / "sqsnn.db") as db:
         state, result = db.execute("SELECT state, result FROM jobs").fetchone()
@@ -61,6 +62,7 @@ def test_serve_embedded_prints_a_key_and_runs_jobs(tmp_path: Path) -> None:
                 key = line.strip()
                 break
         assert key, "serve did not print the first API key"
+        assert next(proc.stdout).strip() == f"worker log: {tmp_path / 'worker.log'}"
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
