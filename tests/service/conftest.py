@@ -3,6 +3,7 @@ processes and the API served by uvicorn on a loopback port. Nothing is mocked.""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -37,6 +38,37 @@ REDIS_URL = os.environ.get("SQSNN_TEST_REDIS", "redis://127.0.0.1:6379/13")
 QPU_BACKENDS = "ibm-local,loopback=tests.service.qpu_provider:LoopbackProvider"
 
 
+@functools.cache
+def _unreachable(service: str) -> str | None:
+    """Why the service tests cannot reach ``service`` ("postgresql" or "redis"), in one line with the fix;
+    None when it answers. Asked once per session."""
+    try:
+        if service == "postgresql":
+            with psycopg.connect(PG_ADMIN, connect_timeout=5):
+                return None
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5).ping()
+        return None
+    except (psycopg.Error, redis.RedisError) as exc:
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if service == "postgresql":
+        return (
+            f"PostgreSQL does not answer at SQSNN_TEST_PG={PG_ADMIN} ({cause}). The service tests need a server "
+            "where that role connects over TCP without a password and may create databases: start one "
+            "(`make services` on Debian) or point SQSNN_TEST_PG at one; `pytest -m 'not service'` skips them."
+        )
+    return (
+        f"Redis does not answer at SQSNN_TEST_REDIS={REDIS_URL} ({cause}). The service tests flush and use that "
+        "database: start Redis (`make services` on Debian) or point SQSNN_TEST_REDIS at a database of your own; "
+        "`pytest -m 'not service'` skips them."
+    )
+
+
+def require(service: str) -> None:
+    """Fail the calling test with :func:`_unreachable`'s message (no driver traceback) when ``service`` is down."""
+    if (problem := _unreachable(service)) is not None:
+        pytest.fail(problem, pytrace=False)
+
+
 def alembic_config(url: str) -> Config:
     """Alembic config of this repository pointing at ``url``."""
     cfg = Config(str(ROOT / "alembic.ini"))
@@ -51,6 +83,7 @@ def _admin(sql: str) -> None:
 
 
 def _new_database() -> Iterator[str]:
+    require("postgresql")
     name = f"sqsnn_test_{uuid.uuid4().hex[:10]}"
     _admin(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
@@ -88,6 +121,7 @@ def migrated_db(pg_database: str) -> str:
 @pytest.fixture(scope="session")
 def settings(migrated_db: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Deployment-like settings: PostgreSQL, Redis broker and pub/sub, short leases for fast recovery."""
+    require("redis")
     redis.Redis.from_url(REDIS_URL).flushdb()
     return Settings(
         environment="test",
