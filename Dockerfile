@@ -7,7 +7,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-RUN pip install torch==2.13.0
+# the CPU build: plain PyPI serves Linux a multi-GB CUDA one
+RUN pip install torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md ./
 COPY sqsnn ./sqsnn
 COPY backends ./backends

@@ -20,10 +20,14 @@ help:
 	@echo "make bench     run every bench/*.py script"
 	@echo "make services  start PostgreSQL and Redis if they are not answering (and install chromium once)"
 
-# torch first, pinned: the CPU wheel lies on disk; an unpinned torch would pull a multi-GB CUDA build.
+# torch first, pinned, CPU build (plain PyPI on Linux serves a multi-GB CUDA one): the 2.13.0+cpu wheel from
+# pip's configured sources when they hold it (a local wheel directory, a mirror), else from PyTorch's CPU index.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install torch==2.13.0
+	$(BIN)/python -m pip install torch==2.13.0+cpu 2>/dev/null || \
+		$(BIN)/python -m pip install torch==2.13.0 --extra-index-url $(TORCH_CPU_INDEX)
 	$(BIN)/python -m pip install -e ".[all,dev]"
 	touch $@
 

@@ -37,6 +37,7 @@ def test_dockerfile_installs_like_the_makefile_and_runs_as_non_root() -> None:
     makefile = (ROOT / "Makefile").read_text()
     torch_pin = re.search(r"pip install (torch==[0-9.]+)", makefile)
     assert torch_pin and f"pip install {torch_pin.group(1)}" in dockerfile
+    assert "download.pytorch.org/whl/cpu" in makefile and "download.pytorch.org/whl/cpu" in dockerfile
     assert dockerfile.count("FROM ") >= 2
     assert re.search(r"^USER sqsnn$", dockerfile, re.M)
 
