@@ -12,10 +12,13 @@ few tasks as the device allows:
 
 Each task gets a deterministic ``clientToken`` derived from the submission's ``idempotency_key`` and its
 index, so re-submitting with the same key returns the tasks already created (Braket de-duplicates on the
-token) instead of creating new ones. Multi-shot rows come back grouped by measurement branch and are
-shuffled. The local simulators run mid-circuit measurement and reset (slowly: keep 1-4 neurons per
-program). No Braket QPU returns mid-circuit results, so QPUs use the deferred layout by default (T fresh
-I/O qubits per neuron) and a forced mid-circuit layout is refused unless the device lists ``reset``.
+token) instead of creating new ones. With ``reservation_arn`` (``braket:`` devices only) every task carries
+the Braket Direct reservation as its ``RESERVATION_TIME_WINDOW_ARN`` association, as the SDK's
+``AwsDevice.run`` / ``run_batch`` do with their ``reservation_arn`` argument. Multi-shot rows come back
+grouped by measurement branch and are shuffled. The local simulators run mid-circuit measurement and reset
+(slowly: keep 1-4 neurons per program). No Braket QPU returns mid-circuit results, so QPUs use the deferred
+layout by default (T fresh I/O qubits per neuron) and a forced mid-circuit layout is refused unless the
+device lists ``reset``.
 Device limits (OpenQASM action, gate set, qubit count, shots range, program-set limits, status, execution
 windows) are read from the device properties and checked before anything is submitted. Task ARNs (which
 hold the AWS account id) stay in :class:`SubmittedJob` for sqsnn's own calls; results and messages carry
@@ -62,7 +65,7 @@ from backends.braket_device import (
 from backends.braket_errors import provider_call
 from backends.common import BaseBackend, LayerRequest
 from backends.compiler import LayerCircuit, chunk_bounds, decode_spikes
-from backends.options import BraketOptions
+from backends.options import BraketDeviceOptions, BraketOptions
 from backends.prices import braket_prices
 from backends.qasm import native_qasm, program_inputs
 from backends.redact import redact
@@ -92,6 +95,8 @@ class BraketBackend(BaseBackend):
         self.target = target
         if local and target not in LOCAL_DEVICES:
             raise ValueError(f"braket-local target must be 'sv' or 'dm', got {target!r}")
+        if local and isinstance(self.options, BraketDeviceOptions) and self.options.reservation_arn:
+            raise ValueError("reservation_arn applies to braket:<device ARN> only, not to the local simulators")
         self.name = f"braket-local:{target}" if local else f"braket:{target}"
         if self.options.layout == "auto":
             self.layout = "mid-circuit" if local else "deferred"
@@ -246,6 +251,8 @@ class BraketBackend(BaseBackend):
         key = request.idempotency_key or local_key
         with provider_call("CreateQuantumTask"):
             bucket = self.options.s3_bucket or session.default_bucket()
+        arn = self.options.reservation_arn if isinstance(self.options, BraketDeviceOptions) else None
+        reservation = {"associations": [{"arn": arn, "type": "RESERVATION_TIME_WINDOW_ARN"}]} if arn else {}
 
         def create(index: int) -> str:
             spec = specs[index]
@@ -260,6 +267,7 @@ class BraketBackend(BaseBackend):
                         outputS3KeyPrefix=f"{self.options.s3_prefix}/tasks",
                         clientToken=client_token(key, index),
                         tags={"sqsnn-submission": key},
+                        **reservation,
                     )
                 )
 

@@ -67,6 +67,21 @@ class BraketOptions(_Strict):
     max_parallel: Annotated[int, Field(ge=1, le=20, description="tasks created / read at the same time")] = 8
 
 
+RESERVATION_ARN = r"^arn:aws[a-z-]*:braket:[a-z0-9-]+:[0-9]{12}:reservation/[A-Za-z0-9-]+$"
+"""A Braket Direct reservation ARN (``arn:aws:braket:<region>:<account>:reservation/<id>``)."""
+
+
+class BraketDeviceOptions(BraketOptions):
+    """Braket devices (``braket:<device ARN>``): the :class:`BraketOptions` fields and a Braket Direct
+    reservation. Tasks created with ``reservation_arn`` carry it as their ``RESERVATION_TIME_WINDOW_ARN``
+    association (as the SDK's ``AwsDevice.run(..., reservation_arn=...)`` does) and run in that reserved
+    window on the device it was made for."""
+
+    reservation_arn: Annotated[
+        str | None, Field(pattern=RESERVATION_ARN, description="Braket Direct reservation ARN of this device")
+    ] = None
+
+
 class Budget(_Strict):
     """Limits enforced on the estimate before anything is submitted (None = unlimited)."""
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from backends.base import BackendUnavailable, FallbackRecord
 from backends.common import BaseBackend
-from backends.options import AerOptions, BraketOptions, ExactOptions, IBMOptions, RunPolicy
+from backends.options import AerOptions, BraketDeviceOptions, BraketOptions, ExactOptions, IBMOptions, RunPolicy
 
 KINDS: dict[str, type[BaseModel]] = {
     "exact": ExactOptions,
@@ -29,7 +29,7 @@ KINDS: dict[str, type[BaseModel]] = {
     "ibm": IBMOptions,
     "ibm-local": IBMOptions,
     "braket-local": BraketOptions,
-    "braket": BraketOptions,
+    "braket": BraketDeviceOptions,
 }
 NEEDS_TARGET = {"aer-noisy", "ibm", "ibm-local", "braket-local", "braket"}
 

@@ -104,6 +104,7 @@ class TwinTask:
     directory: str
     client_token: str
     tags: dict[str, str]
+    associations: list[dict[str, str]]  # e.g. a Braket Direct reservation (type RESERVATION_TIME_WINDOW_ARN)
     plan: TaskPlan | None
     executables: int
     programs: int
@@ -125,6 +126,7 @@ class TwinTask:
             "outputS3Directory": self.directory,
             "createdAt": self.created_at,
             "tags": self.tags,
+            "associations": self.associations,
             "actionMetadata": {
                 "actionType": self.action_type,
                 "programCount": self.programs,
@@ -246,8 +248,10 @@ class BraketTwin:
         self.faults: list[Fault] = []
         self.plans: deque[TaskPlan] = deque()
         self.queue_delay_s = 0.0
+        self.run_delay_s = 0.0  # seconds a task stays RUNNING before it executes (a cancel ends the wait)
         self.hold = False
         self.create_calls = 0
+        self.cancel_calls: dict[str, int] = {}  # CancelQuantumTask requests accepted, per task ARN
         self.requests: list[tuple[str, str]] = []  # (operation, path) of every request served or faulted
         self._tokens: dict[str, str] = {}
         self._lock = threading.RLock()
@@ -304,12 +308,13 @@ class BraketTwin:
         self.devices[arn].status = status
 
     def reset(self) -> None:
-        """Undo the scripting of an earlier test (faults, plans, hold, queue delay, device status and
+        """Undo the scripting of an earlier test (faults, plans, hold, queue and run delays, device status and
         capabilities); tasks and ``create_calls`` stay, so a shared twin keeps counting."""
         with self._lock:
             self.faults.clear()
             self.plans.clear()
             self.queue_delay_s = 0.0
+            self.run_delay_s = 0.0
             self.hold = False
             for device in self.devices.values():
                 device.status = "ONLINE"
@@ -419,6 +424,7 @@ class BraketTwin:
                 directory=f"{body['outputS3KeyPrefix']}/{task_id}",
                 client_token=token,
                 tags=dict(body.get("tags") or {}),
+                associations=[dict(a) for a in body.get("associations") or []],
                 plan=self.plans.popleft() if self.plans else None,
                 executables=executables,
                 programs=programs,
@@ -440,9 +446,12 @@ class BraketTwin:
             task = self._task(arn)
             if task.status in TERMINAL:
                 raise ApiError(409, "ConflictException", f"Quantum task is in terminal state {task.status}.")
-            task.status = "CANCELLING" if task.status == "RUNNING" else "CANCELLED"
+            self.cancel_calls[arn] = self.cancel_calls.get(arn, 0) + 1
+            if task.status != "CANCELLING":  # a second request while cancelling changes nothing
+                task.status = "CANCELLING" if task.status == "RUNNING" else "CANCELLED"
             if task.status == "CANCELLED":
                 task.ended_at = _now()
+            self._wake.notify_all()
             return {"quantumTaskArn": arn, "cancellationStatus": task.status}
 
     def _device(self, arn: str) -> TwinDevice:
@@ -476,6 +485,9 @@ class BraketTwin:
                     return
                 assert task is not None
                 task.status = "RUNNING"
+                deadline = time.monotonic() + self.run_delay_s
+                while task.status == "RUNNING" and not self._stopping and time.monotonic() < deadline:
+                    self._wake.wait(timeout=0.02)
             body = None if task.plan is not None and task.plan.fate != "result_missing" else self._simulate(task)
             with self._lock:
                 self._finish(task, body)

@@ -95,10 +95,12 @@ class Faults:
     """Faults of one twin: HTTP ``http`` faults, ``queue_delay_s`` seconds every job waits in the queue,
     ``usage_delay_s`` seconds after a job ends before its usage is final (``usage.status`` pending until then),
     ``job_failure`` (every job ends Failed with this reason), ``provider_cancel`` (every job is
-    Cancelled by the provider when it leaves the queue, with this reason)."""
+    Cancelled by the provider when it leaves the queue, with this reason), ``run_delay_s`` seconds every job
+    stays Running before it executes (a cancel ends the wait)."""
 
     http: list[Fault] = field(default_factory=list)
     queue_delay_s: float = 0.0
+    run_delay_s: float = 0.0
     usage_delay_s: float = 0.0
     job_failure: str | None = None
     provider_cancel: str | None = None
@@ -380,6 +382,8 @@ class IBMTwin:
                 job.end("Cancelled", self.faults.provider_cancel)
                 return
             job.status, job.running_at = "Running", _now()
+        if job.ended.wait(self.faults.run_delay_s):  # cancelled while held running
+            return
         try:
             result, executions, shots = self._run_program(job)
         except Exception as exc:  # a program the twin cannot run fails like a real job would
