@@ -16,13 +16,14 @@ from typing import Any, Literal
 import torch
 from sqlalchemy import select
 
+from sqsnn.training.observed import ReadoutTally
 from workers.artifacts import verified
 from workers.context import JobContext, LeaseLost
 from workers.db import session_scope
 from workers.events import add_event, commit_and_publish
 from workers.models import HardwareSubmission, Job, JobChunk, Model
 from workers.specs import DatasetSlice, EncoderSpec, InferJobSpec
-from workers.spikes import pack
+from workers.spikes import pack, unpack
 
 
 class InvalidJob(ValueError):
@@ -143,16 +144,45 @@ class ChunkOutput:
     rows: list[HardwareSubmission]
 
 
-def _run_chunk(ctx: JobContext, p: Prepared, index: int, start: int, stop: int) -> ChunkOutput:
-    """Encode and run samples ``start:stop`` with generators derived from (seed, chunk index), so a
-    resumed job computes every chunk exactly as an uninterrupted one."""
+def _encoded_chunk(p: Prepared, index: int, start: int, stop: int) -> tuple[torch.Tensor, torch.Generator]:
+    """Samples ``start:stop`` encoded ``(T, B, D)`` with the generator derived from (seed, chunk index), and
+    that generator (it goes on to seed the chunk's run): the same chunk always gets the same inputs."""
     from backends.common import derive_seed
     from sqsnn.encoders import encode
 
-    spec, net = p.spec, p.net
-    gen = torch.Generator().manual_seed(derive_seed(spec.seed, index) or 0)
+    gen = torch.Generator().manual_seed(derive_seed(p.spec.seed, index) or 0)
+    return encode(p.x[start:stop], p.kind, p.encoder.T, p.encoder.p_max, gen), gen
+
+
+def readout(net: Any, x: torch.Tensor, spikes: list[torch.Tensor]) -> tuple[list[torch.Tensor], ReadoutTally]:
+    """Replay observed spikes through the ideal model: every layer's ``p(s_t = 1 | observed past)`` ``(T, B,
+    n_l)`` for inputs ``x (T, B, D)`` and observed ``spikes`` (one ``(T, B, n_l)`` tensor per layer), and the
+    tally of observed outcomes whose ideal probability was below ``IMPOSSIBLE_P`` = 1e-12 (device errors;
+    the replay follows the opposite outcome there, see :mod:`sqsnn.training.observed`)."""
+    from sqsnn.training.observed import follow_observed
+
+    tally, probs, h = ReadoutTally(), [], x.to(torch.float64)
     with torch.no_grad():
-        xb = encode(p.x[start:stop], p.kind, p.encoder.T, p.encoder.p_max, gen)
+        for layer, s in zip(net.layers, spikes, strict=True):
+            z = layer.currents(h, x.to(torch.float64) if layer.direct_weight is not None else None)
+            path = follow_observed(z, layer.params(), net.config.mode, s)
+            probs.append(path.probs)
+            tally.add(path.impossible, s.numel())
+            h = s
+    return probs, tally
+
+
+def readout_summary(tally: ReadoutTally) -> dict[str, int]:
+    """The result fields (and ``readout`` event) of a tally: impossible and observed outcomes."""
+    return {"impossible_spikes": tally.impossible, "observed_spikes": tally.observed}
+
+
+def _run_chunk(ctx: JobContext, p: Prepared, index: int, start: int, stop: int) -> ChunkOutput:
+    """Encode and run samples ``start:stop`` with generators derived from (seed, chunk index), so a
+    resumed job computes every chunk exactly as an uninterrupted one."""
+    spec, net = p.spec, p.net
+    with torch.no_grad():
+        xb, gen = _encoded_chunk(p, index, start, stop)
         if spec.backend == "exact":
             out = net(xb, gen)
             preds = [int(v) for v in net.predict(out).tolist()]
@@ -226,4 +256,23 @@ def run_inference(ctx: JobContext) -> None:
     fallback = next((c.fallback for c in chunks if c.fallback), None)
     if fallback is not None:
         result["fallback"] = fallback
+    if chunks[-1].backend != "exact":  # a circuit ran: how often did it report what the model forbids?
+        summary = readout_summary(_chunks_readout(p, chunks))
+        result.update(summary)
+        ctx.emit("readout", summary)
     ctx.finish("succeeded", result=result, backend_used=chunks[-1].backend)
+
+
+def _chunks_readout(p: Prepared, chunks: list[JobChunk]) -> ReadoutTally:
+    """The readout tally of every stored chunk, replayed from its stored spikes and re-encoded inputs."""
+    total = ReadoutTally()
+    sizes = p.net.config.sizes[1:]
+    for chunk in chunks:
+        x, _ = _encoded_chunk(p, chunk.index, chunk.start, chunk.stop)
+        spikes = [
+            torch.as_tensor(unpack(packed, p.encoder.T, n), dtype=torch.float64)
+            for packed, n in zip(chunk.spikes, sizes, strict=True)
+        ]
+        _, tally = readout(p.net, x, spikes)
+        total.add(tally.impossible, tally.observed)
+    return total

@@ -1,12 +1,18 @@
-"""Circuit backends: inference on a simulator backend through a worker, and the QPU state machine's path
-exercised with IBM Runtime's local testing mode (a fake device)."""
+"""Circuit backends: inference on a simulator backend through a worker, robust readout on a noisy one
+(outcomes the ideal model forbids are counted), and the QPU state machine's path exercised with IBM Runtime's
+local testing mode (a fake device)."""
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import pytest
+import torch
+from qpu_jobs import store_model
 from sqlalchemy import select
 
+from sqsnn.network import NetworkConfig, SQSNetwork
 from workers.models import HardwareSubmission, JobEvent
 from workers.spikes import unpack
 
@@ -95,3 +101,50 @@ def test_ibm_local_runs_layer_by_layer_through_the_qpu_state_machine(served, set
     counts = o.sum(0)
     assert np.all(counts[np.arange(3), result["predictions"]] == counts.max(1))
     assert len(result["labels"]) == 3
+    # robust readout on the state machine's path too: every outcome replayed, the tally in the result and event
+    assert result["observed_spikes"] == 3 * result["spikes"]["T"] * (6 + 10) and result["impossible_spikes"] >= 0
+    readout = [e.data for e in events if e.kind == "readout"]
+    assert readout == [{key: result[key] for key in ("impossible_spikes", "observed_spikes")}]
+
+
+def _dead_hidden_layer() -> SQSNetwork:
+    """A 64-24-10 digits network (direct synapses) whose hidden neurons can never spike under the ideal
+    model: zero input weights and bias (current 0, embedding angle 0) and theta_in = theta_ent = 0, so
+    p(spike) = 0 exactly at every step whatever the memory; any hidden spike a backend reports is impossible."""
+    net = SQSNetwork(NetworkConfig(sizes=[64, 24, 10], direct=True, seed=4))
+    hidden = net.layers[0]
+    with torch.no_grad():
+        for tensor in (hidden.weight, hidden.bias, hidden.theta_in, hidden.theta_ent):
+            if tensor is not None:
+                tensor.zero_()
+    return net
+
+
+@pytest.mark.parametrize("backend", ["aer", "aer-noisy:fake_kingston"])
+def test_inference_counts_outcomes_the_ideal_model_forbids(served, settings, worker, wait_for, backend) -> None:
+    """10 images at T = 20: 4,800 hidden outcomes of probability 0. The ideal simulator never reports a hidden
+    spike; the noisy one does through readout and gate errors (0.25 % per outcome measured on this device
+    model, so about 12 expected: none at all has probability e^-12 ~ 6e-6), and every one is counted, with
+    finite probabilities and predictions (the readout follows the opposite outcome)."""
+    import httpx
+
+    owner = f"readout-{uuid.uuid4().hex[:6]}"
+    model_id = store_model(served.app.state.sessions, settings, owner, _dead_hidden_layer())
+    body = {**infer_body(model_id, backend, n=10), "encoder": {"T": 20, "p_max": 0.5}}
+    with httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {served.key(owner)}"}) as c:
+        r = c.post("/v1/jobs", json=body)
+        assert r.status_code == 202, r.text
+        job = wait_for(c, r.json()["id"], ("succeeded", "failed"), timeout=300)
+        assert job["state"] == "succeeded", job["failure_reason"]
+        result = c.get(f"/v1/jobs/{job['id']}/result").json()["result"]
+    hidden = unpack(result["spikes"]["layers"][0]["samples"], 20, 24)
+    assert result["observed_spikes"] == 10 * 20 * (24 + 10)
+    if backend == "aer":
+        assert hidden.sum() == 0 and result["impossible_spikes"] == 0
+    else:
+        assert result["impossible_spikes"] >= int(hidden.sum()) > 0  # every hidden spike, and any output one
+    assert len(result["predictions"]) == 10 and set(result["predictions"]) <= set(range(10))
+    with served.app.state.sessions() as s:
+        where = (JobEvent.job_id == job["id"]) & (JobEvent.kind == "readout")
+        events = [e.data for e in s.scalars(select(JobEvent).where(where))]
+    assert events == [{key: result[key] for key in ("impossible_spikes", "observed_spikes")}]
