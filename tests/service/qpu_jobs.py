@@ -23,16 +23,19 @@ from workers.specs import InferJobSpec
 SIZES = [64, 6, 10]  # digits 8x8 -> 6 -> 10 with direct synapses: two provider submissions per job
 
 
-def store_model(sessions: sessionmaker[Session], settings: Settings, owner: str) -> str:
-    """An untrained (seeded) digits network stored as ``owner``'s model; returns its id."""
-    net = SQSNetwork(NetworkConfig(sizes=SIZES, direct=True, seed=3))
+def store_model(sessions: sessionmaker[Session], settings: Settings, owner: str, net: SQSNetwork | None = None) -> str:
+    """``net`` (default: an untrained, seeded 64-6-10 digits network) stored as ``owner``'s model with the
+    encoder T = 4, p_max = 0.5; returns its id."""
+    net = net or SQSNetwork(NetworkConfig(sizes=SIZES, direct=True, seed=3))
     model_id = str(uuid.uuid4())
     path = model_path(settings.artifacts_dir, model_id)
     tmp = path.with_suffix(".tmp")
-    net.save(tmp, encoder={"T": 4, "p_max": 0.5})
+    encoder = {"T": 4, "p_max": 0.5}
+    net.save(tmp, encoder=encoder)
     sha, size = finalize(tmp, path)
+    config = {"network": net.describe(), "encoder": encoder}  # as training stores it
     with sessions() as s:
-        s.add(Model(id=model_id, owner=owner, config=net.describe(), metrics={}, path=str(path), sha256=sha,
+        s.add(Model(id=model_id, owner=owner, config=config, metrics={}, path=str(path), sha256=sha,
                     size_bytes=size))  # fmt: skip
         s.commit()
     return model_id
