@@ -38,7 +38,12 @@ CIRCUIT = CostModel(bytes_per_unit=8192.0, seconds_per_unit=5e-5, seconds_per_ch
 
 
 class WorkTooLarge(ValueError):
-    """The job cannot fit the configured limits; the message names the limit and what it would need."""
+    """The job cannot fit the configured limits; the message names the limit and what it would need, ``field``
+    the part of the job specification to change (``("encoder", "T")`` for memory, ``("inputs",)`` for time)."""
+
+    def __init__(self, field: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -68,15 +73,17 @@ def plan_inference(sizes: list[int], steps: int, samples: int, backend: str, set
     if fits < 1:
         need = BASE_BYTES + per_sample
         raise WorkTooLarge(
+            ("encoder", "T"),
             f"one sample at T={steps} on {backend} needs about {need / 2**30:.2f} GiB, more than the job memory "
-            f"limit SQSNN_JOB_MEMORY_BYTES={settings.job_memory_bytes}; lower encoder.T or the layer widths"
+            f"limit SQSNN_JOB_MEMORY_BYTES={settings.job_memory_bytes}; lower encoder.T or the layer widths",
         )
     chunk = min(MAX_CHUNK, fits, samples)
     chunks = -(-samples // chunk)
     seconds = samples * steps * sum(sizes[1:]) * model.seconds_per_unit + chunks * model.seconds_per_chunk
     if seconds > settings.max_job_seconds:
         raise WorkTooLarge(
+            ("inputs",),
             f"{samples} samples at T={steps} on {backend} would take about {seconds:.0f} s, more than the job time "
-            f"limit SQSNN_MAX_JOB_SECONDS={settings.max_job_seconds:.0f}; submit fewer samples per job"
+            f"limit SQSNN_MAX_JOB_SECONDS={settings.max_job_seconds:.0f}; submit fewer samples per job",
         )
     return InferencePlan(samples, chunk, chunks, BASE_BYTES + chunk * per_sample, seconds)
