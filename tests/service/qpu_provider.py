@@ -33,8 +33,12 @@ POINTS = ("submit", "accepted", "poll", "fetched")  # before accepting, after ac
 
 
 def store(url: str | None = None) -> redis.Redis:
-    """The Redis database at ``url``, by default the one the workers use (their broker)."""
-    return redis.Redis.from_url(url or os.environ.get("SQSNN_REDIS_URL") or os.environ["SQSNN_BROKER_URL"])
+    """The Redis database at ``url``; by default ``LOOPBACK_REDIS_URL`` (the provider's own, for tests that
+    restart sqsnn's Redis), else the one the workers use (their pub/sub or broker)."""
+    env = os.environ
+    return redis.Redis.from_url(
+        url or env.get("LOOPBACK_REDIS_URL") or env.get("SQSNN_REDIS_URL") or env["SQSNN_BROKER_URL"]
+    )
 
 
 def arm(r: redis.Redis, key: str, point: str, action: str) -> None:
