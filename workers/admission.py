@@ -51,7 +51,7 @@ def inference_shape(model_config: dict[str, Any], spec: InferJobSpec) -> tuple[l
 
 def _estimate(settings: Settings, spec: InferJobSpec, sizes: list[int], steps: int, samples: int) -> Any:
     """The backend's estimate of the whole job (``backends.estimate.NetworkEstimate``), or None when the
-    backend cannot be reached or priced now."""
+    backend cannot be reached or priced now; :class:`Refused` naming ``backend`` when it does not exist."""
     from backends.base import BackendUnavailable, ProviderError
     from backends.estimate import estimate_network
     from workers.qpu_backends import backend_instance, options_key
@@ -61,6 +61,8 @@ def _estimate(settings: Settings, spec: InferJobSpec, sizes: list[int], steps: i
         return estimate_network(sizes, steps, samples, backend)
     except (BackendUnavailable, ProviderError):
         return None
+    except ValueError as exc:  # e.g. an unknown fake device or local simulator
+        raise Refused(("backend",), str(exc)) from None
 
 
 def admit(session: Session, settings: Settings, job: Job, spec: InferJobSpec) -> None:

@@ -107,6 +107,9 @@ def test_a_job_over_its_own_budget_is_refused_at_submit(served, settings, braket
         _refused(r, "body.budget", "estimated 24 shots", "max_shots=23")
         r = client.post("/v1/jobs", json=_body(model_id, braket_qpu, options=OPTIONS, budget={"max_cost_usd": 0.6}))
         _refused(r, "body.budget", "$0.62", "max_cost_usd=0.6")
+        # a device that does not exist is named as soon as the job must be priced
+        r = client.post("/v1/jobs", json=_body(model_id, "aer-noisy:fake_nowhere", budget={"max_shots": 10}))
+        _refused(r, "body.backend", "fake_nowhere")
     assert _jobs_of(served, owner) == 0
 
 
