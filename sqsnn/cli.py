@@ -106,13 +106,17 @@ def train(
                 direct=direct,
                 surrogate=surrogate,  # type: ignore[arg-type]
                 seed=seed,
+                **preset.network,
             )
         )
         config = TrainConfig(seed=seed, **{**from_dataset, **settings})
     except ValueError as exc:
         _fail(str(exc))
     origin = {k: "flag" if k in settings else f"{dataset} default" if k in from_dataset else "default" for k in given}
-    chosen = ", ".join(f"{k} {getattr(config, k)} ({origin[k]})" for k in given)
+    chosen = ", ".join(
+        [f"{k} {getattr(config, k)} ({origin[k]})" for k in given]
+        + [f"{k} {v} ({dataset} default)" for k, v in preset.network.items()]
+    )
     console.print(f"settings: {chosen}")
     n_val = 0 if data.x_val is None else data.x_val.shape[0]
     console.print(

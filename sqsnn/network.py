@@ -42,6 +42,12 @@ class NetworkConfig:
             start, where ``RX(pi z)`` passes gradient (for z <= 0 the embedding is the identity and the
             neuron's weights get none).
         angle_scale: angles start uniform in ``±angle_scale`` radians.
+        output_theta_in: centre (radians) of the last layer's initial ``theta_in`` (uniform in
+            ``output_theta_in ± angle_scale``). With 0 an output neuron is silent at z = 0, the edge of the
+            region z <= 0 where its weights get no gradient, and the loss drives every non-target output
+            towards silence, so an output whose currents all cross below 0 stays there (a dead class). At
+            -pi/2 it is silent at z = 1/2, inside the region that passes gradient, and fires with
+            probability about 1/2 (at t = 1) for z <= 0, where the loss no longer draws it.
         embedding_leak: backward slope of ``max(z, 0)`` for ``z <= 0`` during training (a surrogate, like
             ``surrogate``; 0 is the exact gradient). Without it a neuron whose currents fell below 0 for every
             input gets no gradient again (a dead neuron); the forward pass is unchanged.
@@ -56,6 +62,7 @@ class NetworkConfig:
     weight_scale: float = 1.0
     weight_mean: float = 1.0
     angle_scale: float = 0.5
+    output_theta_in: float = 0.0
     embedding_leak: float = 0.0
     seed: int = 0
 
@@ -121,6 +128,7 @@ class SQSLayer(nn.Module):
         weight_mean: float,
         angle_scale: float,
         generator: torch.Generator,
+        theta_in_center: float = 0.0,
     ) -> None:
         super().__init__()
 
@@ -135,7 +143,7 @@ class SQSLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features, dtype=torch.float64)) if bias else None
         self.theta_ent = uniform((out_features,), 0.0, angle_scale)
         self.theta_mem = uniform((out_features,), 0.0, angle_scale)
-        self.theta_in = uniform((out_features,), 0.0, angle_scale)
+        self.theta_in = uniform((out_features,), theta_in_center, angle_scale)
 
     def params(self) -> SQSParams:
         """The neurons' angles."""
@@ -172,6 +180,7 @@ class SQSNetwork(SpikingNetwork):
                 weight_mean=config.weight_mean,
                 angle_scale=config.angle_scale,
                 generator=gen,
+                theta_in_center=config.output_theta_in if i == len(sizes) - 2 else 0.0,
             )
             for i in range(len(sizes) - 1)
         )

@@ -108,7 +108,7 @@ def test_grid_runs_every_cell_and_writes_records_table_and_figures(tmp_path: Pat
     ablation = table.split("## Memory ablation")[1].split("## ")[0]
     assert ablation.count("| digits | 64-4-2 | BPTT |") == 2  # quantum and memoryless, same sizes and method
     counts = table.split("## Parameter counts")[1]
-    assert f"| digits | SQSNN | sqsnn | 64-4-2 | {64 * 4 + 4 * 2 + 3 * 6} | 1.0000 |" in counts
+    assert f"| digits | sqsnn | 64-4-2 | no | {64 * 4 + 4 * 2 + 3 * 6} | 1.0000 | SQSNN |" in counts
     assert "local (chain), direct synapses" in table
     figures = sorted(p.name for p in (results / "figures").iterdir())
     assert "accuracy_digits.png" in figures
@@ -384,13 +384,14 @@ def test_combined_report_renders_sample_counts_rate_penalty_and_matched_lif_sect
 
     config = tmp_path / "checks.toml"
     config.write_text(SECTIONS.format())
-    local, bptt = tmp_path / "local", tmp_path / "bptt"
-    rows = [
-        _cell_row(config, label, "sqsnn", "quantum", "local", seed, test_accuracy=acc, spike_rates="0.1;0.2")
-        for label, accs in (("K5", (0.9, 0.8)), ("K1", (0.6, 0.6)), ("K5 S10", (0.7, 0.7)))
-        for seed, acc in enumerate(accs)
-    ]
-    append_rows(local / CELLS, CELL_COLUMNS, rows)
+    local, other_local, bptt = tmp_path / "local", tmp_path / "local-k1", tmp_path / "bptt"
+    for folder, runs in ((local, (("K5", (0.9, 0.8)), ("K5 S10", (0.7, 0.7)))), (other_local, (("K1", (0.6, 0.6)),))):
+        rows = [
+            _cell_row(config, label, "sqsnn", "quantum", "local", seed, test_accuracy=acc, spike_rates="0.1;0.2")
+            for label, accs in runs
+            for seed, acc in enumerate(accs)
+        ]
+        append_rows(folder / CELLS, CELL_COLUMNS, rows)
     rows = [
         _cell_row(config, "S0", "sqsnn", "quantum", "bptt", s, test_accuracy=0.9, spike_rates="0.3;0.1") for s in (0, 1)
     ]
@@ -401,15 +402,16 @@ def test_combined_report_renders_sample_counts_rate_penalty_and_matched_lif_sect
 
     with pytest.raises(ValueError, match="output"):
         report([local, bptt])
-    out = report([local, bptt], tmp_path / "docs" / "all.md")
+    out = report([local, other_local, bptt], tmp_path / "docs" / "all.md")
     text = out.read_text()
     counts = text.split("## Local-rule sample counts")[1].split("## ")[0]
     assert (
         "| digits | 64-4-10 | local (shift), direct synapses | quantum | 1 | 5 | 0 | 50.00 ± 0.00 | 85.00 ± 7.07 |"
         in (counts)
     )
-    assert "| quantum | 1 | 1 | 0 |" in counts and "| quantum | 1 | 5 | 10 |" in counts
-    assert "| 5.00 | 10.0 |" in counts  # 10 s over 2 epochs
+    assert "| quantum | 1 | 1 | 0 |" in counts and "| quantum | 1 | 5 | 10 |" in counts  # one table, two folders
+    assert "| 0, 1 | 17 | – | 5.00 | 10.0 |" in counts  # 1 + 6 shifted + 2 K = 17 evaluations; 10 s over 2 epochs
+    assert "| 0, 1 | 9 | – |" in counts and "| 0, 1 | 17 | 170 |" in counts
     penalty = text.split("## Spike-rate penalty")[1].split("## ")[0]
     mean_rate = (4 * 0.3 + 10 * 0.1) / 14
     assert f"| digits | SQSNN quantum | 64-4-10 | 0 | 50.00 ± 0.00 | 90.00 ± 0.00 | {mean_rate:.4f} |" in penalty

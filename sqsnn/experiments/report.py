@@ -130,6 +130,14 @@ class _Specs:
         spec = self.of(row)
         return dict(spec.train) if spec is not None else {}
 
+    def options(self, row: dict[str, str], leave_out: tuple[str, ...] = ()) -> str:
+        """The cell's network and training options as one canonical text, without the ``leave_out`` keys."""
+        spec = self.of(row)
+        if spec is None:
+            return ""
+        train = {k: v for k, v in spec.train.items() if k not in leave_out}
+        return json.dumps({"network": spec.network, "train": train}, sort_keys=True)
+
 
 def _bar_figure(path: Path, title: str, bars: list[tuple[str, list[tuple[str, list[float]]]]]) -> None:
     """Grouped bars: one group per setting, one bar per memory mode (test accuracy, mean ± std)."""
@@ -158,7 +166,7 @@ def _bar_figure(path: Path, title: str, bars: list[tuple[str, list[tuple[str, li
 
 def _memory_ablation(groups: Groups, specs: _Specs, figure: Path | None = None) -> tuple[list[str], bool]:
     """A table of the SQSNN memory modes side by side for every setting (results directory, dataset, sizes,
-    training method, estimator, synapse layout, training options) that ran more than one mode, and a bar
+    training method, estimator, synapse layout, network and training options) that ran more than one mode, and a bar
     chart of it written to ``figure`` when given. Returns the lines (empty when no setting qualifies) and
     whether the figure was written."""
     Setting = tuple[str, str, str, str, str, str, str]
@@ -166,7 +174,7 @@ def _memory_ablation(groups: Groups, specs: _Specs, figure: Path | None = None) 
     for (source, dataset, _, mode, method), rows in groups.items():
         first = rows[0]
         if first["kind"] == "sqsnn":
-            train = json.dumps(specs.train(first), sort_keys=True)
+            train = specs.options(first)
             setting = (source, dataset, first["sizes"], method, first["estimator"], first["direct"], train)
             by_setting[setting][mode].extend(rows)
     settings = {k: v for k, v in sorted(by_setting.items()) if len(v) > 1}
@@ -205,8 +213,9 @@ def _counts_of(train: dict[str, Any]) -> tuple[int, int, int]:
 
 
 def _sample_counts(groups: Groups, specs: _Specs, figure_dir: Path | None) -> tuple[list[str], list[Path]]:
-    """Accuracy and cost of the local rule against its sample counts (M, K, S), for every setting (results
-    directory, dataset, sizes, estimator, memory mode, synapse layout) that ran more than one combination.
+    """Accuracy and cost of the local rule against its sample counts (M, K, S), for every setting (dataset,
+    sizes, estimator, memory mode, synapse layout and every other network and training option; cells of
+    several results directories combine) that ran more than one combination.
 
     Figures (one per setting, in ``figure_dir`` when given): one panel per count that varies, showing the
     cells whose other two counts sit at their most common values — test accuracy (mean ± std) and
@@ -214,11 +223,12 @@ def _sample_counts(groups: Groups, specs: _Specs, figure_dir: Path | None) -> tu
     """
     Setting = tuple[str, str, str, str, str, str]
     by_setting: dict[Setting, dict[tuple[int, int, int], list[dict[str, str]]]] = defaultdict(lambda: defaultdict(list))
-    for (source, dataset, _, mode, method), rows in groups.items():
+    for (_, dataset, _, mode, method), rows in groups.items():
         first = rows[0]
         if method == "local":
             counts = _counts_of(specs.train(first))
-            setting = (source, dataset, first["sizes"], first["estimator"], mode, first["direct"])
+            others = specs.options(first, leave_out=COUNTS)
+            setting = (dataset, first["sizes"], first["estimator"], mode, first["direct"], others)
             by_setting[setting][counts].extend(rows)
     settings = {k: v for k, v in sorted(by_setting.items()) if len(v) > 1}
     if not settings:
@@ -228,29 +238,41 @@ def _sample_counts(groups: Groups, specs: _Specs, figure_dir: Path | None) -> tu
         "",
         "The local rule with one setting at a time of its sample counts: M independent forward runs per "
         "training sample, K SPSA directions per weight-gradient estimate (estimators `shift` and `official`), "
-        "S shots per probability estimate (0: exact probabilities). Cost: measured seconds per training epoch "
-        "on the exact simulator (the shared 2-core machine, so ± 20 % between runs) and seconds per cell.",
+        "S shots per probability estimate (0: exact probabilities). Cost: probability evaluations (circuits "
+        "on hardware) per training sample, neuron and step, times S shots on hardware; and the measured seconds "
+        "per training epoch on the exact simulator (a shared 2-core machine: other jobs' load moves it).",
         "",
         "| Dataset | Layer sizes | Training | Memory | M | K | S | Val accuracy (%) | Test accuracy (%) | Seeds | "
-        "s / epoch | s / cell |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "Evaluations / sample·neuron·step | Shots / sample·neuron·step | s / epoch | s / cell |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     paths: list[Path] = []
-    for setting, by_counts in settings.items():
-        source, dataset, _, _, mode, _ = setting
+    for index, (setting, by_counts) in enumerate(settings.items()):
+        dataset, _, _, mode, _, _ = setting
         for (m, k, s), rows in sorted(by_counts.items()):
             val, test, _ = _summary(rows)
             first = rows[0]
+            evaluations = probability_evaluations(first["estimator"], m, k)
+            shots = "–" if evaluations is None or s == 0 else str(evaluations * s)
             lines.append(
                 f"| {dataset} | {_sizes_text(first)} | {_training(first)} | {mode} | {m} | {k} | {s} | {val} | "
-                f"{test} | {_seeds(rows)} | {_per_epoch_seconds(rows):.2f} | "
-                f"{statistics.fmean(float(r['seconds']) for r in rows):.1f} |"
+                f"{test} | {_seeds(rows)} | {'–' if evaluations is None else evaluations} | {shots} | "
+                f"{_per_epoch_seconds(rows):.2f} | {statistics.fmean(float(r['seconds']) for r in rows):.1f} |"
             )
         if figure_dir is not None:
-            path = figure_dir / f"sample_counts_{_slug(setting[1:])}.png"
+            path = figure_dir / f"sample_counts_{_slug(setting[:5])}{f'_{index}' if index else ''}.png"
             _counts_figure(path, f"{dataset} {_training(next(iter(by_counts.values()))[0])}, {mode}", by_counts)
             paths.append(path)
     return [*lines, ""], paths
+
+
+def probability_evaluations(estimator: str, samples: int, directions: int) -> int | None:
+    """Spike-probability evaluations (circuits on hardware) per training sample, neuron and step of the
+    ``shift`` and ``chain`` estimators (:mod:`sqsnn.training.estimators`): for each of the M forward runs the
+    probability itself, 6 parameter-shifted ones (3 angles x +-pi/2) and, for ``shift``, 2 K SPSA-perturbed
+    ones. None for the other estimators (``exact`` evaluates no circuits)."""
+    per_run = {"shift": 7 + 2 * directions, "chain": 7}.get(estimator)
+    return None if per_run is None else samples * per_run
 
 
 def _per_epoch_seconds(rows: list[dict[str, str]]) -> float:
@@ -348,7 +370,7 @@ def _pareto_figure(path: Path, dataset: str, families: dict[str, list[tuple[floa
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{dataset}: accuracy vs spike rate under a spike-rate penalty λ (mean ± std over seeds)", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -559,7 +581,8 @@ def report(
     if combined:
         for d in dirs:
             accuracy_figures += [
-                (p.stem.removeprefix("accuracy_"), p) for p in sorted(d.glob("figures/accuracy_*.png"))
+                (f"{p.stem.removeprefix('accuracy_')} ({d.as_posix()})", p)
+                for p in sorted(d.glob("figures/accuracy_*.png"))
             ]
     else:
         accuracy_figures = _row_figures(dirs[0], dirs[0] / "figures", groups)
