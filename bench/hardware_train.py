@@ -13,16 +13,29 @@ wall-time ratio to ``engine``.
 quarter of it, the rest trains) on the first circuit backend and prints their validation accuracies; the
 test split is not used for that choice.
 
-Usage: ``python bench/hardware_train.py [--backends aer,exact] [--epochs 3] [--shots 32] [--estimator chain]
-[--lr 0.03] [--batch-size 16] [--select]``; ``ibm-local:fake_kingston`` and ``braket-local:sv`` are accepted
-too (slow: noisy density-matrix / mid-circuit simulation).
+``--twins ibm,braket`` adds rows on the provider twins (tests/twins: real qiskit-ibm-runtime / amazon-braket-sdk
+clients over HTTP to loopback servers that simulate the devices; started here, with a moto S3 for Braket's
+results): ``ibm:ibm_twin_kingston`` and ``braket:`` SV1's ARN. A twin is a simulator behind the provider's API,
+not hardware: its rows measure the provider round trips and the client libraries, not a QPU's queue, noise or
+speed. These rows run the hooks in-process (as every row here); through the service (recorded submissions,
+database, worker) see tests/service/test_service_train_twins.py, which prints its figures.
+
+Usage: ``PYTHONPATH=. python bench/hardware_train.py [--backends aer,exact] [--twins ibm,braket] [--epochs 3]
+[--shots 32] [--estimator chain] [--lr 0.03] [--batch-size 16] [-T 5] [--limit-train N] [--limit-test N] [--select]``;
+``ibm-local:fake_kingston`` and ``braket-local:sv`` are accepted too (slow: noisy density-matrix / mid-circuit
+simulation), the Braket twin too (it simulates every executable of a program set one by one: use ``--estimator
+exact``, ``-T 3`` and a small ``--limit-train``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import torch
 
@@ -51,7 +64,45 @@ def validation_split(data: Dataset, seed: int = 123) -> Dataset:
     )
 
 
-def run(name: str, data: Dataset, config: LocalConfig) -> dict[str, object]:
+@contextlib.contextmanager
+def twins(kinds: list[str]) -> Iterator[dict[str, dict[str, Any]]]:
+    """Start the provider twins of ``kinds`` (``ibm``, ``braket``), point this process's environment at them,
+    and yield their backend names with the options to use; stop them afterwards."""
+    if not kinds:
+        yield {}
+        return
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from tests.twins.braket import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, SIM_ARN, BraketTwin
+    from tests.twins.braket_plugin import BUCKET
+    from tests.twins.ibm import IBMTwin
+
+    with contextlib.ExitStack() as stack:
+        backends: dict[str, dict[str, Any]] = {}
+        env: dict[str, str] = {}
+        if "ibm" in kinds:
+            ibm = IBMTwin().start()
+            stack.callback(ibm.stop)
+            env |= ibm.env()
+            backends["ibm:ibm_twin_kingston"] = {}
+        if "braket" in kinds:
+            s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+            s3.start()
+            stack.callback(s3.stop)
+            host, port = s3.get_host_and_port()
+            url = f"http://{host}:{port}"
+            keys = {"aws_access_key_id": ACCESS_KEY_ID, "aws_secret_access_key": SECRET_ACCESS_KEY}
+            boto3.client("s3", endpoint_url=url, region_name=REGION, **keys).create_bucket(Bucket=BUCKET)
+            braket = BraketTwin(url).start()
+            stack.callback(braket.stop)
+            env |= braket.env()
+            backends[f"braket:{SIM_ARN}"] = {"s3_bucket": BUCKET, "poll_interval_s": 0.05}
+        os.environ.update(env)
+        yield backends
+
+
+def run(name: str, data: Dataset, config: LocalConfig, options: dict[str, Any] | None = None) -> dict[str, object]:
     """Train once on ``name`` (``engine``: the in-process trainer) and return the row's figures."""
     net = network()
     started = time.perf_counter()
@@ -60,7 +111,7 @@ def run(name: str, data: Dataset, config: LocalConfig) -> dict[str, object]:
         wall = time.perf_counter() - started
         spend, impossible, on_backend = None, 0, float("nan")
     else:
-        hw = backend_training(get_backend(name), config, "quantum", seed=config.seed)
+        hw = backend_training(get_backend(name, options or None), config, "quantum", seed=config.seed)
         result = train_local(net, data, config, **hw.hooks())
         wall = time.perf_counter() - started
         generator = torch.Generator().manual_seed(1)
@@ -102,6 +153,12 @@ def select(data: Dataset, base: LocalConfig, backend: str) -> None:
         )
 
 
+def short(name: str) -> str:
+    """A backend name for the table: a Braket device ARN shortened to its last path part."""
+    kind, _, target = name.partition(":")
+    return f"{kind}:{target.rsplit('/', 1)[-1]}" if target.startswith("arn:") else name
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default="exact,aer")
@@ -111,14 +168,20 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.03)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--select", action="store_true")
+    parser.add_argument("--twins", default="", help="provider twins to add rows for: ibm, braket")
+    parser.add_argument("-T", type=int, default=5)
+    parser.add_argument("--limit-train", type=int, default=None, help="training images (default: all)")
+    parser.add_argument("--limit-test", type=int, default=None, help="test images (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    data = load_dataset("digits", classes=[0, 1], val_fraction=0.0)  # --select holds out its own part
+    data = load_dataset(  # --select holds out its own part
+        "digits", classes=[0, 1], val_fraction=0.0, limit_train=args.limit_train, limit_test=args.limit_test
+    )
     config = LocalConfig(
         estimator=args.estimator,
         epochs=args.epochs,
         batch_size=args.batch_size,
-        T=5,
+        T=args.T,
         shots=args.shots,
         lr=args.lr,
         seed=0,
@@ -127,10 +190,12 @@ def main() -> None:
     if args.select:
         select(data, config, next((b for b in backends if b != "exact"), "aer"))
     print(
-        f"digits 0 vs 1: {len(data.y_train)} training / {len(data.y_test)} test images, 64-8-2 + direct, T = 5, "
-        f"estimator {config.estimator}, {config.shots} shots, batch {config.batch_size}, lr {config.lr}"
+        f"digits 0 vs 1: {len(data.y_train)} training / {len(data.y_test)} test images, 64-8-2 + direct, "
+        f"T = {config.T}, estimator {config.estimator}, {config.shots} shots, batch {config.batch_size}, lr {config.lr}"
     )
-    rows = [run(name, data, config) for name in ["engine", *backends]]
+    with twins([k for k in args.twins.split(",") if k]) as twin_backends:
+        rows = [run(name, data, config) for name in ["engine", *backends]]
+        rows += [run(name, data, config, options) for name, options in twin_backends.items()]
     reference = float(rows[0]["wall_s"])  # type: ignore[arg-type]
     header = (
         f"{'backend':26} {'acc':>6} {'acc@be':>6} {'epochs':>6} {'shots':>10} {'subm':>6} {'tasks':>6} {'cost$':>6} "
@@ -140,7 +205,7 @@ def main() -> None:
     for row in rows:
         cost = row["cost_usd"]
         print(
-            f"{row['backend']!s:26} {row['accuracy']:6.3f} {row['on_backend']:6.3f} {row['epochs']:6d} "
+            f"{short(str(row['backend'])):26} {row['accuracy']:6.3f} {row['on_backend']:6.3f} {row['epochs']:6d} "
             f"{row['shots']:10d} {row['submissions']:6d} {row['tasks']:6d} "
             f"{'n/a' if cost is None else f'{cost:.2f}':>6} "
             f"{row['impossible']:6d} {row['wall_s']:8.1f} {row['samples_per_s']:8.1f} "

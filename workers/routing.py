@@ -2,8 +2,9 @@
 
 Names are those of ``backends.registry``. Remote QPUs (``ibm:``, ``braket:``) go to the hardware queue
 and are submitted and polled (``workers.hardware``); simulators run to completion on the simulator queue.
-Training runs on every simulator (``method: local`` off ``exact``, see ``workers.specs.TrainJobSpec``),
-not on remote QPUs.
+Training runs on every backend with ``method: local`` (``workers.specs.TrainJobSpec`` says why BPTT stays on
+``exact``); on a remote QPU it runs in the worker that holds the job's lease, each provider submission
+recorded first (``workers.qpu_training``).
 """
 
 from __future__ import annotations
@@ -45,12 +46,6 @@ def check_backend(name: str, kind: str) -> str | None:
         parse_name(name)
     except ValueError as exc:
         return str(exc)
-    if kind == "train" and is_hardware(name):
-        return (
-            f"training on a remote QPU ({name!r}) is not offered: every batch needs several QPU submissions in "
-            "sequence, each waiting in the provider's queue; train with method 'local' on a simulator of the "
-            "device (aer-noisy:<fake>, ibm-local:<fake>, braket-local:sv) and run inference on the QPU"
-        )
     return None
 
 

@@ -159,10 +159,16 @@ class TrainJobSpec(StrictModel):
     encoder: EncoderSpec = Field(default_factory=EncoderSpec)
     training: TrainingSpec = Field(default_factory=lambda: TrainingSpec())
     backend: BackendName = "exact"
+    options: BackendOptions = None
     fallback: Fallback = "none"
     budget: BudgetSpec | None = None
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
     not_before: NotBefore = None
+
+    @model_validator(mode="after")
+    def _backend_options(self) -> TrainJobSpec:
+        check_backend_options(self.backend, self.options)
+        return self
 
     @field_validator("backend")
     @classmethod

@@ -1,13 +1,20 @@
 """Runs a training job: dataset → SQSNetwork → trainer, checkpointing every epoch, resuming from the last.
 
-On ``exact`` the trainers run in-process. On any other (simulator) backend the job trains with the local rule
-in the loop with that backend (``backends.training``): forward spikes and the estimator's probabilities are
-measured there, every submission is priced and charged against the job's budget first, and each epoch's
-shots, submissions, tasks, estimated cost and impossible readouts are stored with its event and in the
-result; after training, the test accuracy is measured on the backend too (``backend_test_accuracy``, also
-charged to the budget). When the budget runs out during training, the job stops before the submission that
-would exceed it, keeping its checkpoints, and fails with the reason. :func:`estimate_training_job` prices a
-job before it is submitted.
+On ``exact`` the trainers run in-process. On any other backend the job trains with the local rule in the loop
+with that backend (``backends.training``): forward spikes and the estimator's probabilities are measured
+there, every submission is priced and charged against the job's budget first, and each epoch's shots,
+submissions, tasks, estimated cost and impossible readouts are stored with its event and in the result;
+after training, the test accuracy is measured on the backend too (``backend_test_accuracy``, also charged to
+the budget). When the budget runs out during training, the job stops before the submission that would exceed
+it, keeping its checkpoints, and fails with the reason. :func:`estimate_training_job` prices a job before it
+is submitted.
+
+On a remote QPU (``ibm:``, ``braket:``) every provider submission goes through
+:class:`workers.qpu_training.RecordedBackend`: recorded before it is waited on and adopted (not submitted
+again) by the attempt that resumes the job after a crash; the job's shots, cost and billed QPU seconds are
+the sums over those records, and the owner's daily spend limits are checked (and the rest of the job
+reserved) before the first submission. A final provider error ends the job with the provider's reason and
+the newest checkpoint named.
 """
 
 from __future__ import annotations
@@ -216,7 +223,7 @@ def estimate_training_job(spec: TrainJobSpec) -> dict[str, Any]:
             "total": zero,
             "price_note": "in-process",
         }
-    backend = get_backend(spec.backend)
+    backend = get_backend(spec.backend, spec.options)
     sizes = _network_config(spec, data).sizes
     n_test = len(data.y_test)
     est = estimate_training(sizes, config, len(data.y_train), backend, direct=spec.model.direct, n_test=n_test)
@@ -244,26 +251,47 @@ def _record_spend(ctx: JobContext, spend: Any) -> None:
 
 
 def _backend_hooks(
-    spec: TrainJobSpec, config: Any, sizes: list[int], n_train: int, usage: list[dict[str, Any]], job: Job
+    ctx: JobContext,
+    spec: TrainJobSpec,
+    config: Any,
+    sizes: list[int],
+    n_train: int,
+    usage: list[dict[str, Any]],
+    job: Job,
 ) -> tuple[Any, Any]:
-    """Metered ``backends.training.BackendTraining`` for a job on a simulator backend, and the ``Spend`` one
-    epoch costs. The meter starts from the epochs already done (``usage``), with shots and cost raised to
-    those on the job row when an earlier attempt died after submitting more. Raises ``BudgetExceeded``
+    """Metered ``backends.training.BackendTraining`` for a job off ``exact``, and the ``Spend`` one epoch
+    costs. The meter starts from the epochs already done (``usage``). On a simulator its shots and cost are
+    raised to those on the job row when an earlier attempt died after submitting more (that attempt's
+    submissions are lost, the resumed one submits anew). On a remote QPU the submissions are recorded
+    (:class:`workers.qpu_training.RecordedBackend`) and the resumed attempt adopts and charges them again as
+    it replays the epoch, so the meter starts from the finished epochs only. Raises ``BudgetExceeded``
     before any submission when the budget cannot pay for one more epoch (so a job stopped by its budget
     always has a checkpoint)."""
     from backends.base import BudgetExceeded
     from backends.common import derive_seed
     from backends.meter import Spend
     from backends.training import backend_training, estimate_training
+    from workers.hardware import resolve_backend
+    from workers.qpu_training import RecordedBackend
+    from workers.routing import is_hardware
 
     spent = Spend()
     for u in usage:
         spent = spent.add(Spend(u["submissions"], u["tasks"], u["shots"], u["cost_usd"]))
-    cost = None if spent.cost_usd is None else max(spent.cost_usd, job.cost_usd or 0.0)
-    spent = Spend(spent.submissions, spent.tasks, max(spent.shots, job.shots or 0), cost)
     policy = _policy(spec)
     seed = derive_seed(spec.seed, len(usage))  # a fresh stream after a resume
-    hw = backend_training(spec.backend, config, spec.model.mode, policy=policy, seed=seed, spent=spent)
+    if is_hardware(spec.backend):
+        backend, fallback = resolve_backend(ctx.settings, spec.backend, spec.options, policy)
+        if is_hardware(backend.name):
+            backend = RecordedBackend(ctx, backend)
+        hw = backend_training(backend, config, spec.model.mode, policy=policy, seed=seed, spent=spent)
+        hw.fallback = fallback
+    else:
+        cost = None if spent.cost_usd is None else max(spent.cost_usd, job.cost_usd or 0.0)
+        spent = Spend(spent.submissions, spent.tasks, max(spent.shots, job.shots or 0), cost)
+        hw = backend_training(
+            spec.backend, config, spec.model.mode, options=spec.options, policy=policy, seed=seed, spent=spent
+        )
     epoch = estimate_training(sizes, config, n_train, hw.backend, direct=spec.model.direct).per_epoch
     gap = _budget_gap(spent.add(epoch), policy.budget)
     if gap is not None:
@@ -277,7 +305,7 @@ def _backend_hooks(
 def _evaluate_on_backend(ctx: JobContext, spec: TrainJobSpec, hw: Any, model: Any, data: Any) -> dict[str, Any]:
     """The trained network's single-shot test accuracy measured on the training backend, charged to the
     budget, with that evaluation's spend; when the budget cannot pay for it, None and why."""
-    from backends.base import BudgetExceeded
+    from backends.base import BudgetExceeded, ProviderError
     from backends.common import derive_seed
     from backends.training import backend_accuracy
 
@@ -295,16 +323,34 @@ def _evaluate_on_backend(ctx: JobContext, spec: TrainJobSpec, hw: Any, model: An
             generator=torch.Generator().manual_seed(spec.seed),
             seed=derive_seed(spec.seed, EVAL_SEED_KEY),
         )
-    except BudgetExceeded as exc:
+    except (BudgetExceeded, ProviderError) as exc:
         return {"backend_test_accuracy": None, "backend_evaluation": f"not evaluated on the backend: {exc}"}
     spend = _spend_dict(hw.meter.reading().minus(before))
     detail = {**spend, "impossible_spikes": ev.impossible_spikes, "observed_spikes": ev.observed_spikes}
     return {"backend_test_accuracy": ev.accuracy, "backend_evaluation": detail}
 
 
+def _recorder(hw: Any) -> Any:
+    """The ``RecordedBackend`` of a job training on a remote QPU, else None."""
+    from workers.qpu_training import RecordedBackend
+
+    return hw.backend if hw is not None and isinstance(hw.backend, RecordedBackend) else None
+
+
+def _reserve(ctx: JobContext, spec: TrainJobSpec, config: Any, sizes: list[int], data: Any, backend: Any) -> None:
+    """Check the owner's daily spend limits for the whole job's estimate on ``backend`` and reserve it."""
+    from backends.training import estimate_training
+    from workers.qpu_training import reserve_training
+
+    est = estimate_training(
+        sizes, config, len(data.y_train), backend, direct=spec.model.direct, n_test=len(data.y_test)
+    ).total
+    reserve_training(ctx, est.shots, est.cost_usd)
+
+
 def run_training(ctx: JobContext) -> None:
     """Train the job's network; store checkpoints, metrics (with backend usage) and the model."""
-    from backends.base import BudgetExceeded
+    from backends.base import BudgetExceeded, ProviderError
     from sqsnn.network import SQSNetwork
     from sqsnn.training.bptt import TrainingStopped
 
@@ -319,12 +365,16 @@ def run_training(ctx: JobContext) -> None:
     hw = None
     if spec.backend != "exact":
         try:
-            hw, per_epoch = _backend_hooks(spec, trainer_config, config.sizes, len(data.y_train), usage, job)
+            hw, per_epoch = _backend_hooks(ctx, spec, trainer_config, config.sizes, len(data.y_train), usage, job)
         except BudgetExceeded as exc:
             ctx.finish("failed", reason=f"budget exhausted: {exc}")
             return
         ctx.emit("estimate", {"backend": hw.backend.name, "per_epoch": _spend_dict(per_epoch)})
         trainer = functools.partial(trainer, **hw.hooks())
+    recorder = _recorder(hw)
+    if recorder is not None:
+        _reserve(ctx, spec, trainer_config, config.sizes, data, recorder)
+        recorder.at(f"e{resume.epoch + 1 if resume is not None else 1}/b0")
     used = hw.backend.name if hw is not None else "exact"
     ctx.substate(
         "learning",
@@ -342,9 +392,16 @@ def run_training(ctx: JobContext) -> None:
     last = {"spend": hw.meter.reading() if hw else None, "impossible": 0, "observed": 0}
 
     def job_spend() -> dict[str, Any]:
+        """The job row's spend as the meter has it (a recorded QPU run keeps the sum over its records)."""
         assert hw is not None
+        if recorder is not None:
+            return {}
         now = hw.meter.reading()
         return {"shots": now.shots, "cost_usd": now.cost_usd or 0.0}
+
+    def checkpoint_note() -> tuple[int, str]:
+        done = usage[-1]["epoch"] if usage else 0
+        return done, f"the newest checkpoint is epoch {done}" if done else "no epoch was completed (no checkpoint)"
 
     def on_epoch(metrics: Any, ckpt: Any) -> None:
         if hw is None:
@@ -362,10 +419,16 @@ def run_training(ctx: JobContext) -> None:
         )
         last.update(spend=now, impossible=readout.impossible, observed=readout.observed)
         _store_epoch(ctx, spec, metrics, ckpt, usage, **job_spend())
+        if recorder is not None:
+            recorder.at(f"e{metrics.epoch + 1}/b0")
 
     def on_batch(epoch: int, batch_index: int, loss: float) -> None:
-        shots = {}
-        if hw is not None:
+        shots: dict[str, Any] = {}
+        if recorder is not None:
+            assert hw is not None
+            recorder.at(f"e{epoch}/b{batch_index + 1}")
+            shots = {"shots": hw.meter.spent.shots, **dataclasses.asdict(recorder.counts)}
+        elif hw is not None:
             _record_spend(ctx, hw.meter.spent)
             shots = {"shots": hw.meter.spent.shots}
         ctx.progress({"epoch": epoch, "batch": batch_index, "loss": float(loss), **shots})
@@ -376,8 +439,9 @@ def run_training(ctx: JobContext) -> None:
         ctx.check(force=True)  # raises JobCancelled or LeaseLost with the reason
         raise LeaseLost("training stopped without a cancellation") from None
     except BudgetExceeded as exc:
-        done = usage[-1]["epoch"] if usage else 0
-        kept = f"the newest checkpoint is epoch {done}" if done else "no epoch was completed (no checkpoint)"
+        done, kept = checkpoint_note()
+        if recorder is not None:
+            recorder.close()
         ctx.finish(
             "failed",
             reason=f"budget exhausted: {exc}. Training stopped before that submission; {kept}",
@@ -385,8 +449,22 @@ def run_training(ctx: JobContext) -> None:
             **job_spend(),
         )
         return
+    except ProviderError as exc:
+        done, kept = checkpoint_note()
+        if recorder is not None:
+            recorder.close()
+        ctx.finish(
+            "failed",
+            reason=f"{exc}. Training stopped; {kept}",
+            result={"stopped": "provider", "checkpoint_epoch": done, "epochs_usage": usage},
+        )
+        return
 
+    if recorder is not None:
+        recorder.at("evaluation")
     evaluation = _evaluate_on_backend(ctx, spec, hw, model, data) if hw is not None else {}
+    if recorder is not None:
+        recorder.close()
     model_id = new_id()
     path = model_path(ctx.settings.artifacts_dir, model_id)
     tmp = path.with_suffix(".tmp")
@@ -425,6 +503,10 @@ def run_training(ctx: JobContext) -> None:
         }
         if hw.fallback is not None:
             outcome["fallback"] = dataclasses.asdict(hw.fallback)
+        if recorder is not None:
+            from workers.qpu_training import provider_submissions
+
+            outcome |= {"provider_submissions": provider_submissions(ctx), **dataclasses.asdict(recorder.counts)}
         summary |= {"epochs_usage": usage, **evaluation}
         updates = job_spend()
     with session_scope(ctx.sessions) as s:

@@ -1,5 +1,6 @@
 """Training on a circuit backend over REST (PostgreSQL, Redis, a prefork Celery worker): the local rule with
-the backend in the loop, per-epoch shots, the budget, and the refusals that say what to use instead."""
+the backend in the loop, per-epoch shots, the budget, and the refusals that say what to use instead (remote
+QPUs: tests/service/test_service_train_twins.py)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def aer_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-def test_bptt_and_remote_qpus_are_refused_saying_what_to_use(client, train_body) -> None:
+def test_bptt_and_missing_shots_are_refused_saying_what_to_use(client, train_body) -> None:
     r = client.post("/v1/jobs", json=train_body(backend="aer-noisy:fake_kingston"))
     assert r.status_code == 422
     detail = r.json()["detail"][0]
@@ -38,8 +39,6 @@ def test_bptt_and_remote_qpus_are_refused_saying_what_to_use(client, train_body)
     assert "backpropagat" in detail["msg"] and "'local'" in detail["msg"]
     r = client.post("/v1/jobs", json=aer_body(training={"method": "local", "estimator": "shift"}))
     assert r.status_code == 422 and "training.shots must be >= 1" in r.json()["detail"][0]["msg"]
-    r = client.post("/v1/jobs", json=aer_body(backend="ibm:ibm_kingston"))
-    assert r.status_code == 422 and "remote QPU" in r.json()["detail"][0]["msg"]
 
 
 def test_local_training_on_aer_succeeds_with_accuracy_and_per_epoch_shots(client, worker, wait_for) -> None:
