@@ -6,19 +6,30 @@ used and closed inside a single call on a worker thread, so no pooled connection
 of ``SQSNN_API_DB_THREADS`` tokens and the pool holds exactly that many connections plus one reserved for
 probes (readiness and the scrape-time job counts, which have a one-token limiter of their own), so a thread
 never waits for a connection and a queue of requests waits for a thread, in the event loop, holding nothing.
+
+A pooled connection is checked for liveness (one round trip) only when it has been idle in the pool for more
+than ``IDLE_PING_S``: under load connections are reused within milliseconds and skip that round trip, while
+one left idle across a database restart is found dead and replaced before a request uses it.
+
+Read-only units (``Db.run(..., read_only=True)``) run on an autocommit connection: each statement is its own
+snapshot, as under the READ COMMITTED transactions they replace, without the BEGIN and ROLLBACK round trips.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from celery import Celery
 from fastapi import Depends, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from service.auth import owner_of
 from service.errors import ApiError, not_found
@@ -29,7 +40,27 @@ from workers.settings import Settings
 T = TypeVar("T")
 OwnedRow = TypeVar("OwnedRow", Job, Model)
 
+IDLE_PING_S = 1.0
+
 _bearer = HTTPBearer(auto_error=False, description="API key created with `sqsnn keys create`")
+
+
+def ping_when_idle(engine: Engine, idle_s: float) -> None:
+    """Ping a connection at checkout when it has been idle in the pool for more than ``idle_s`` seconds;
+    a dead one raises ``DisconnectionError`` there, which makes the pool replace it and retry."""
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        record.info["returned"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _taken(dbapi_conn: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection) -> None:
+        if time.monotonic() - record.info.get("returned", time.monotonic()) <= idle_s:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            raise DisconnectionError(f"pooled connection found dead after idling: {exc}") from exc
 
 
 class Db:
@@ -37,17 +68,26 @@ class Db:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.sessions: sessionmaker[Session] = make_sessionmaker(settings, pool_size=settings.api_db_threads + 1)
+        self.sessions: sessionmaker[Session] = make_sessionmaker(
+            settings, pool_size=settings.api_db_threads + 1, pre_ping=False
+        )
+        engine = self.sessions.kw["bind"]
+        ping_when_idle(engine, IDLE_PING_S)
+        self.readers: sessionmaker[Session] = sessionmaker(
+            engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
         self.limiter = anyio.CapacityLimiter(settings.api_db_threads)
         self.probe_limiter = anyio.CapacityLimiter(1)
 
-    async def run(self, work: Callable[[Session], T], *, probe: bool = False) -> T:
+    async def run(self, work: Callable[[Session], T], *, probe: bool = False, read_only: bool = False) -> T:
         """``work(session)`` on a worker thread with a session of its own, closed (rolled back unless
-        ``work`` committed) before the thread returns. ``work`` must return plain data or response models,
-        never ORM rows (they would lazy-load after the session closed)."""
+        ``work`` committed) before the thread returns; with ``read_only`` the session autocommits (``work``
+        must not write). ``work`` must return plain data or response models, never ORM rows (they would
+        lazy-load after the session closed)."""
+        factory = self.readers if read_only else self.sessions
 
         def unit() -> T:
-            with session_scope(self.sessions) as session:
+            with session_scope(factory) as session:
                 return work(session)
 
         return await anyio.to_thread.run_sync(unit, limiter=self.probe_limiter if probe else self.limiter)

@@ -1,13 +1,35 @@
-"""API response schemas (requests are the job specs in ``workers.specs``)."""
+"""API response schemas (requests are the job specs in ``workers.specs``).
+
+Timestamps are UTC and written as ISO 8601 with their offset (``2026-01-31T12:00:00.123456+00:00``), in
+responses and in SSE events alike, whatever the database returns (SQLite drops the zone: its values are UTC).
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from workers.models import JobState
+
+
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC; a naive value is taken as UTC (the service stores only UTC times)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def iso_utc(value: datetime) -> str:
+    """``value`` as ISO 8601 in UTC with its offset."""
+    return as_utc(value).isoformat()
+
+
+Timestamp = Annotated[
+    datetime,
+    AfterValidator(as_utc),
+    PlainSerializer(iso_utc, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 
 
 class Out(BaseModel):
@@ -39,7 +61,7 @@ class HardwareOut(Out):
     shots: int
     usage_seconds: float | None
     cost_usd: float | None
-    created_at: datetime
+    created_at: Timestamp
 
 
 class JobOut(Out):
@@ -61,10 +83,10 @@ class JobOut(Out):
     shots: int
     cost_usd: float
     failure_reason: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    updated_at: datetime
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    updated_at: Timestamp
     epochs: list[EpochOut]
     hardware: list[HardwareOut] = Field(validation_alias="submissions")
 
@@ -82,9 +104,9 @@ class JobSummary(Out):
     backend_used: str | None
     idempotency_key: str | None
     failure_reason: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
 
 
 class JobPage(BaseModel):
@@ -113,7 +135,7 @@ class ModelOut(Out):
     test_accuracy: float | None
     sha256: str
     size_bytes: int
-    created_at: datetime
+    created_at: Timestamp
 
 
 class ModelSummary(Out):
@@ -125,7 +147,7 @@ class ModelSummary(Out):
     test_accuracy: float | None
     sha256: str
     size_bytes: int
-    created_at: datetime
+    created_at: Timestamp
 
 
 class ModelPage(BaseModel):

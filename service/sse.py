@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from service.deps import Db
+from service.schemas import iso_utc
 from service.wakeups import Wakeups
 from sqsnn.client import parse_sse as parse_event_stream
 from workers.models import TERMINAL_STATES, Job, JobEvent
@@ -40,9 +41,7 @@ def _read(job_id: str, after: int) -> Callable[[Session], tuple[str, list[dict[s
         rows = s.scalars(
             select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after).order_by(JobEvent.id).limit(BATCH)
         ).all()
-        return state, [
-            {"id": r.id, "kind": r.kind, "data": r.data, "created_at": r.created_at.isoformat()} for r in rows
-        ]
+        return state, [{"id": r.id, "kind": r.kind, "data": r.data, "created_at": iso_utc(r.created_at)} for r in rows]
 
     return work
 
@@ -62,7 +61,7 @@ async def _frames(db: Db, wakeups: Wakeups, job_id: str, after: int) -> AsyncIte
         yield ServerSentEvent(retry=RETRY_MS)
         while time.monotonic() < deadline:
             woken.clear()
-            state, events = await db.run(_read(job_id, last))
+            state, events = await db.run(_read(job_id, last), read_only=True)
             for ev in events:
                 yield to_sse(ev)
                 last = ev["id"]

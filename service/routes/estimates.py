@@ -81,7 +81,7 @@ async def estimate_job(
         encoder = spec.encoder or EncoderSpec.model_validate(model.config.get("encoder", {}))
         return list(model.config["network"]["sizes"]), encoder.T
 
-    shape = await db.run(work)
+    shape = await db.run(work, read_only=True)
     if isinstance(spec, InferJobSpec):
         assert shape is not None
         return await run_in_threadpool(_inference, spec, *shape)

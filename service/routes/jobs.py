@@ -15,7 +15,7 @@ from typing import Annotated
 import anyio
 from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 from sqlalchemy import Select, func, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 from sse_starlette import EventSourceResponse
@@ -26,7 +26,6 @@ from service.limits import check_inputs, check_quota
 from service.pagination import PageCursor, PageLimit, fetch_page
 from service.schemas import JobOut, JobPage, JobResult, JobSummary
 from service.sse import MAX_EVENT_ID, event_response
-from workers.admission import Refused, admit
 from workers.celery_app import enqueue
 from workers.events import add_event, commit_and_publish, set_state
 from workers.models import ACTIVE_STATES, TERMINAL_STATES, Job, JobKind, JobState, new_id, utcnow
@@ -94,6 +93,7 @@ def _submit(
                 headers={"Retry-After": "30"},
             )
         check_quota(s, settings, owner, len(spec_text))
+        now = utcnow()
         job = Job(
             id=new_id(),
             owner=owner,
@@ -105,17 +105,13 @@ def _submit(
             idempotency_key=idempotency_key,
             request_hash=request_hash,
             input_model_id=str(spec.model_id) if isinstance(spec, InferJobSpec) else None,
-            created_at=utcnow(),
+            created_at=now,
+            enqueued_at=now,  # sent right after the commit; cleared again if that send fails
         )
         s.add(job)
-        if isinstance(spec, InferJobSpec):
-            try:  # memory, time, budget and daily spend, as the worker would check them
-                admit(s, settings, job, spec)
-            except Refused as exc:
-                unprocessable(("body", *exc.field), str(exc))
-        ev = set_state(s, job, "queued")
-        try:
-            commit_and_publish(s, settings.pubsub_url, [ev])
+        set_state(s, job, "queued")
+        try:  # nobody can be streaming a job before it exists: the event is stored, not announced
+            s.commit()
         except IntegrityError:  # a concurrent request with the same Idempotency-Key won
             s.rollback()
             done = replay(s, owner)
@@ -129,10 +125,18 @@ def _submit(
     return work
 
 
+LOCATION_HEADER = {
+    "Location": {"description": "URL of the job (`GET` it to follow the job)", "schema": {"type": "string"}}
+}
+
+
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=error_responses(400, 401, 403, 413, 422, 429, 503),
+    responses={
+        202: {"description": "the job, queued (or the earlier job of a replayed request)", "headers": LOCATION_HEADER},
+        **error_responses(400, 401, 403, 413, 422, 429, 503),
+    },
 )
 async def submit_job(
     spec: Annotated[JobSpec, Body()],
@@ -147,7 +151,8 @@ async def submit_job(
         Header(alias="Idempotency-Key", min_length=1, max_length=200, description="repeat-safe submission key"),
     ] = None,
 ) -> JobOut:
-    """Submit a training or inference job; it is queued and runs on a worker. Returns 202 with the job.
+    """Submit a training or inference job; it is queued and runs on a worker. Returns 202 with the job and its
+    URL in ``Location``.
 
     Repeating a request with the same ``Idempotency-Key`` returns the job the first request created (header
     ``Idempotent-Replayed: true``); the same key with another body is a 422. Inline images: at most
@@ -155,21 +160,24 @@ async def submit_job(
     input. 403 when the owner's stored bytes would exceed ``SQSNN_STORAGE_QUOTA_BYTES``.
     """
     done = await db.run(_submit(settings, key, spec, idempotency_key))
+    response.headers["Location"] = str(request.url_for("get_job", job_id=done.job.id))
     if not done.created:
         response.headers["Idempotent-Replayed"] = "true"
         return done.job
     request.app.state.metrics.jobs_submitted.labels(kind=spec.kind).inc()
     try:  # broker I/O on a thread of its own: no database connection is held meanwhile
         await anyio.to_thread.run_sync(enqueue, celery, done.job.id, done.queue)
-    except Exception as exc:  # the reaper enqueues jobs left without enqueued_at
+    except Exception as exc:  # the reaper enqueues queued jobs without enqueued_at at its next round
         log.warning("could not enqueue job %s now (%s); the reaper will retry", done.job.id, exc)
-    else:
 
-        def mark_enqueued(s: Session) -> None:
-            s.execute(update(Job).where(Job.id == done.job.id).values(enqueued_at=utcnow()))
+        def unmark(s: Session) -> None:
+            s.execute(update(Job).where(Job.id == done.job.id, Job.state == "queued").values(enqueued_at=None))
             s.commit()
 
-        await db.run(mark_enqueued)
+        try:
+            await db.run(unmark)
+        except SQLAlchemyError as db_exc:  # then the reaper re-sends it once its enqueued_at is stale
+            log.warning("could not mark job %s for the reaper (%s)", done.job.id, db_exc)
     return done.job
 
 
@@ -196,7 +204,7 @@ async def list_jobs(
         rows, nxt = fetch_page(s, stmt, Job, SUMMARY_COLUMNS, cursor, limit)
         return JobPage(items=[JobSummary.model_validate(j) for j in rows], next_cursor=nxt)
 
-    return await db.run(work)
+    return await db.run(work, read_only=True)
 
 
 @router.get("/{job_id}", responses=error_responses(401, 404, 422, 503, e404=E404))
@@ -210,7 +218,7 @@ async def get_job(job_id: JobId, db: DbDep, settings: SettingsDep, key: KeyDep) 
             owned(s, Job, job_id, owner)  # raises the 404
         return JobOut.model_validate(job)
 
-    return await db.run(work)
+    return await db.run(work, read_only=True)
 
 
 @router.post(
@@ -272,7 +280,7 @@ async def stream_job_events(
     def work(s: Session) -> None:
         owned(s, Job, job_id, authenticate(s, settings, key))
 
-    await db.run(work)
+    await db.run(work, read_only=True)
     start = max(after or 0, last_event_id or 0)
     return event_response(db, request.app.state.wakeups, str(job_id), start)
 
@@ -290,4 +298,4 @@ async def get_result(job_id: JobId, db: DbDep, settings: SettingsDep, key: KeyDe
             raise ApiError(status.HTTP_409_CONFLICT, f"job is {job.state}; no result", "path.job_id")
         return JobResult(job_id=job.id, kind=job.kind, result=job.result)  # type: ignore[arg-type]
 
-    return await db.run(work)
+    return await db.run(work, read_only=True)

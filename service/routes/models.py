@@ -31,7 +31,7 @@ async def list_models(
         rows, nxt = fetch_page(s, select(Model).where(Model.owner == owner), Model, SUMMARY_COLUMNS, cursor, limit)
         return ModelPage(items=[ModelSummary.model_validate(m) for m in rows], next_cursor=nxt)
 
-    return await db.run(work)
+    return await db.run(work, read_only=True)
 
 
 @router.get("/{model_id}", responses=error_responses(401, 404, 422, 503, e404=E404))
@@ -41,7 +41,7 @@ async def get_model(model_id: ModelId, db: DbDep, settings: SettingsDep, key: Ke
     def work(s: Session) -> ModelOut:
         return ModelOut.model_validate(owned(s, Model, model_id, authenticate(s, settings, key)))
 
-    return await db.run(work)
+    return await db.run(work, read_only=True)
 
 
 @router.get(
@@ -60,7 +60,7 @@ async def download_checkpoint(model_id: ModelId, db: DbDep, settings: SettingsDe
         model = owned(s, Model, model_id, authenticate(s, settings, key))
         return model.id, model.path, model.sha256
 
-    row_id, path, sha256 = await db.run(work)
+    row_id, path, sha256 = await db.run(work, read_only=True)
     try:  # hashing the file needs no database connection: a thread of its own
         checked = await run_in_threadpool(verified, path, sha256)
     except ArtifactCorrupted as exc:

@@ -30,7 +30,7 @@ async def list_backends(db: DbDep, settings: SettingsDep, key: KeyDep) -> list[B
     def work(s: Session) -> None:
         authenticate(s, settings, key)
 
-    await db.run(work)
+    await db.run(work, read_only=True)
     entries = await run_in_threadpool(catalog)  # probes the local simulators once per process
     return [BackendOut.model_validate(b) for b in entries]
 

@@ -20,6 +20,30 @@ def test_missing_or_wrong_key_is_401(served) -> None:
         assert anon.get("/healthz").status_code == 200
 
 
+def test_a_revoked_key_stops_working_within_the_cache_time(served, monkeypatch) -> None:
+    import time
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    from service import auth
+    from workers.models import ApiKey
+
+    monkeypatch.setattr(auth, "KEY_CACHE_S", 1.0)
+    key = served.key(f"revoked-{uuid.uuid4().hex[:8]}")
+    with httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {key}"}) as c:
+        assert c.get("/v1/jobs").status_code == 200  # verified and remembered
+        with served.app.state.sessions() as s:
+            digest = auth.hash_key(served.app.state.settings, key)
+            s.execute(update(ApiKey).where(ApiKey.key_hash == digest).values(revoked_at=datetime.now(UTC)))
+            s.commit()
+        revoked = time.monotonic()
+        while c.get("/v1/jobs").status_code == 200:
+            assert time.monotonic() - revoked < 1.0 + 0.5, "a revoked key was still accepted after the cache time"
+            time.sleep(0.05)
+        assert c.get("/v1/jobs").status_code == 401
+
+
 @pytest.mark.parametrize(
     ("patch", "loc"),
     [
@@ -68,6 +92,44 @@ def test_same_idempotency_key_gives_one_job(client, train_body) -> None:
     assert len(client.get("/v1/jobs").json()["items"]) == 1
     r = client.post("/v1/jobs", json=train_body(seed=2), headers=headers)
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+
+
+def test_submit_answers_location_and_utc_timestamps(client, train_body) -> None:
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    before = datetime.now(UTC)
+    headers = {"Idempotency-Key": f"loc-{uuid.uuid4().hex[:8]}"}
+    r = client.post("/v1/jobs", json=train_body(), headers=headers)
+    assert r.status_code == 202
+    job = r.json()
+    assert r.headers["location"] == f"{client.base_url}/v1/jobs/{job['id']}"
+    assert client.post("/v1/jobs", json=train_body(), headers=headers).headers["location"] == r.headers["location"]
+    got = client.get(r.headers["location"]).json()
+    assert got["id"] == job["id"]
+    for stamp in (job["created_at"], job["updated_at"], got["created_at"], got["updated_at"]):
+        assert stamp.endswith("+00:00"), stamp
+        assert timedelta(0) <= datetime.fromisoformat(stamp) - before < timedelta(seconds=30)
+    assert client.get("/v1/jobs").json()["items"][0]["created_at"] == got["created_at"]
+    with client.stream("GET", f"/v1/jobs/{job['id']}/events") as stream:  # the queued job's "state" event
+        data = json.loads(next(line for line in stream.iter_lines() if line.startswith("data: "))[6:])
+    assert data["state"] == "queued" and data["created_at"].endswith("+00:00")
+    assert timedelta(0) <= datetime.fromisoformat(data["created_at"]) - before < timedelta(seconds=30)
+
+
+def test_naive_timestamps_are_read_as_utc() -> None:
+    """SQLite (embedded mode) returns naive datetimes; they are UTC and answered with the offset."""
+    from datetime import datetime, timedelta, timezone
+
+    from service.schemas import JobSummary, iso_utc
+
+    naive = datetime(2026, 1, 31, 12, 0, 0, 5)
+    row = {"id": "j", "kind": "train", "state": "queued", "substate": None, "progress": 0.0, "backend": "exact"}
+    row |= {"backend_used": None, "idempotency_key": None, "failure_reason": None, "started_at": None}
+    row |= {"finished_at": None, "created_at": naive}
+    assert JobSummary.model_validate(row).model_dump(mode="json")["created_at"] == "2026-01-31T12:00:00.000005+00:00"
+    paris = datetime(2026, 1, 31, 13, 0, tzinfo=timezone(timedelta(hours=1)))
+    assert iso_utc(paris) == "2026-01-31T12:00:00+00:00"
 
 
 def test_other_owners_job_is_404(served, client, train_body) -> None:
@@ -331,7 +393,7 @@ def test_listing_is_one_query_whatever_the_page_size(limited, train_body) -> Non
             statements.clear()
             page = c.get("/v1/jobs", params={"limit": limit}).json()
             assert len(page["items"]) == min(limit, 3)
-            # the key, then one page; the spec column is not even read
-            assert len(statements) == 2 and "api_keys" in statements[0] and "spec" not in statements[1], statements
+            # one page (the key was verified by the submissions and is remembered); the spec is not even read
+            assert len(statements) == 1 and "FROM jobs" in statements[0] and "spec" not in statements[0], statements
     finally:
         event.remove(engine, "before_cursor_execute", count)
