@@ -184,11 +184,40 @@ def test_cli_takes_the_dataset_defaults_for_flags_not_given_and_says_so() -> Non
 def test_dataset_defaults_name_only_trainer_fields_and_the_28x28_sets_share_one_entry() -> None:
     import dataclasses
 
-    from sqsnn.training.defaults import DATASET_DEFAULTS, defaults_for
+    from sqsnn.training.defaults import DATASET_DEFAULTS, DatasetDefaults, defaults_for
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     for name, preset in DATASET_DEFAULTS.items():
         assert set(preset.train) <= fields, name
         TrainConfig(**preset.train)  # valid values
+        NetworkConfig(sizes=[4, 3, 2], **preset.network)
+    with pytest.raises(ValueError, match=r"network defaults may set .*got mode"):
+        DatasetDefaults(network={"mode": "memoryless"})
     assert defaults_for("mnist") is defaults_for("fmnist") and defaults_for("mnist").hidden == (1000,)
     assert defaults_for("mnist-dvs").train == {} and defaults_for("mnist-dvs").hidden == (128,)
+
+
+def test_output_theta_in_centres_only_the_last_layers_theta_in_and_leaves_the_rest_of_the_draw() -> None:
+    import math
+
+    plain = SQSNetwork(NetworkConfig(sizes=[20, 30, 4], seed=3))
+    shifted = SQSNetwork(NetworkConfig(sizes=[20, 30, 4], seed=3, output_theta_in=-math.pi / 2))
+    for name, value in plain.state_dict().items():
+        moved = shifted.state_dict()[name]
+        if name == "layers.1.theta_in":
+            assert torch.allclose(moved, value - math.pi / 2)  # same uniform draw, centre moved
+        else:
+            assert torch.equal(moved, value), name
+    # below z = 0 an output fires at t = 1 with probability sin^2(theta_in / 2): about 1/2 here, not silence,
+    # so the loss does not draw the non-target outputs into the region that passes no gradient
+    from sqsnn.network import SQSLayer
+    from sqsnn.neuron import sqs_layer
+
+    last = shifted.layers[1]
+    assert isinstance(last, SQSLayer)
+    _, p = sqs_layer(-torch.ones(1, 6, 4, dtype=torch.float64), last.params(), "quantum", torch.Generator(), "sigmoid")
+    expected = torch.sin(last.theta_in.detach() / 2) ** 2
+    assert (
+        torch.allclose(p[0], expected.expand(6, 4))
+        and float(expected.min()) > math.sin((math.pi / 2 - 0.5) / 2) ** 2 - 1e-12
+    )
