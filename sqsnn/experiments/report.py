@@ -219,7 +219,9 @@ def _sample_counts(groups: Groups, specs: _Specs, figure_dir: Path | None) -> tu
 
     Figures (one per setting, in ``figure_dir`` when given): one panel per count that varies, showing the
     cells whose other two counts sit at their most common values — test accuracy (mean ± std) and
-    validation accuracy against the count, and seconds per epoch on a second axis.
+    validation accuracy against the count, and on a second axis the circuit runs per training sample, neuron
+    and step (probability evaluations times S shots, one per evaluation when exact; seconds per epoch for an
+    estimator without circuits).
     """
     Setting = tuple[str, str, str, str, str, str]
     by_setting: dict[Setting, dict[tuple[int, int, int], list[dict[str, str]]]] = defaultdict(lambda: defaultdict(list))
@@ -275,6 +277,12 @@ def probability_evaluations(estimator: str, samples: int, directions: int) -> in
     return None if per_run is None else samples * per_run
 
 
+def _circuit_runs(estimator: str, counts: tuple[int, int, int]) -> int | None:
+    """Probability evaluations per training sample, neuron and step times the shots of each (1 when exact)."""
+    evaluations = probability_evaluations(estimator, counts[0], counts[1])
+    return None if evaluations is None else evaluations * max(counts[2], 1)
+
+
 def _per_epoch_seconds(rows: list[dict[str, str]]) -> float:
     return statistics.fmean(float(r["seconds"]) / max(int(r["epochs"]), 1) for r in rows)
 
@@ -285,8 +293,10 @@ def _counts_figure(path: Path, title: str, by_counts: dict[tuple[int, int, int],
     fig, axes = plt.subplots(1, len(varying), figsize=(4.2 * len(varying), 3.8), squeeze=False)
     for panel, i in enumerate(varying):
         ax = axes[0][panel]
-        line = sorted((c[i], rows) for c, rows in by_counts.items() if all(c[j] == base[j] for j in range(3) if j != i))
-        labels = [str(v) for v, _ in line]
+        line = sorted(
+            ((c[i], c), rows) for c, rows in by_counts.items() if all(c[j] == base[j] for j in range(3) if j != i)
+        )
+        labels = [str(v) for (v, _), _ in line]
         xs = list(range(len(line)))
         tests = [[100 * float(r["test_accuracy"]) for r in rows] for _, rows in line]
         vals = [[100 * float(r["val_accuracy"]) for r in rows if r.get("val_accuracy")] for _, rows in line]
@@ -299,12 +309,16 @@ def _counts_figure(path: Path, title: str, by_counts: dict[tuple[int, int, int],
         ax.set_ylabel("accuracy (%): test ●, validation ×")
         ax.grid(alpha=0.3)
         cost = ax.twinx()
-        cost.plot(xs, [_per_epoch_seconds(rows) for _, rows in line], marker="s", color="tab:gray", alpha=0.7)
-        cost.set_ylabel("seconds per epoch ■", color="tab:gray")
+        runs = [_circuit_runs(rows[0]["estimator"], c) for (_, c), rows in line]
+        if all(r is not None for r in runs):
+            cost.plot(xs, runs, marker="s", color="tab:gray", alpha=0.7)
+            cost.set_ylabel("circuit runs / sample·neuron·step ■", color="tab:gray")
+        else:
+            cost.plot(xs, [_per_epoch_seconds(rows) for _, rows in line], marker="s", color="tab:gray", alpha=0.7)
+            cost.set_ylabel("seconds per epoch ■", color="tab:gray")
         cost.set_ylim(bottom=0)
-    fig.suptitle(
-        f"{title}: accuracy and cost vs sample counts (others at {dict(zip(COUNTS, base, strict=True))})", fontsize=9
-    )
+    others = ", ".join(f"{name} = {value}" for name, value in zip("MKS", base, strict=True))
+    fig.suptitle(f"{title}: accuracy and cost vs sample counts (the others at {others})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
