@@ -488,7 +488,8 @@ class BraketTwin:
                 deadline = time.monotonic() + self.run_delay_s
                 while task.status == "RUNNING" and not self._stopping and time.monotonic() < deadline:
                     self._wake.wait(timeout=0.02)
-            body = None if task.plan is not None and task.plan.fate != "result_missing" else self._simulate(task)
+            planned = task.plan is not None and task.plan.fate != "result_missing"
+            body = None if planned or task.status == "CANCELLING" else self._simulate(task)
             with self._lock:
                 self._finish(task, body)
 
