@@ -25,7 +25,7 @@ def test_killed_mid_training_resumes_without_a_duplicate_provider_job(
     created = len(twins.ibm.jobs)
     first = start_worker("a")
     job_id = client.post("/v1/jobs", json=body).json()["id"]
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 1800
     while not client.get(f"/v1/jobs/{job_id}").json()["epochs"]:  # epoch 1 checkpointed
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -43,7 +43,7 @@ def test_killed_mid_training_resumes_without_a_duplicate_provider_job(
     before = {r.id: r.provider_job_id for r in rows_of(served, job_id)}
 
     start_worker("b", beat=True)  # the reaper re-enqueues the job once the dead worker's lease expires
-    job = wait_for(client, job_id, ("succeeded", "failed"), timeout=900)
+    job = wait_for(client, job_id, ("succeeded", "failed"), timeout=1800)
     twins.ibm.faults.queue_delay_s = 0.0
     assert job["state"] == "succeeded", job["failure_reason"]
     assert job["attempts"] >= 2
