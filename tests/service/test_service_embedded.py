@@ -89,7 +89,8 @@ def test_serve_embedded_prints_a_key_and_runs_jobs(tmp_path: Path) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
-    assert "ready." in (tmp_path / "worker.log").read_text()
+    log = (tmp_path / "worker.log").read_text()
+    assert "ready." in log and "logs to standard error" in log  # the worker says where its log goes
     assert processes_named(f"embedded-{proc.pid}@") == [], "the worker must stop with the server"
 
 
