@@ -50,7 +50,6 @@ from backends.base import (
     Availability,
     Capabilities,
     CircuitMode,
-    JobState,
     LayerEstimate,
     LayerResult,
     ProviderError,
@@ -264,8 +263,7 @@ class RecordedBackend(BaseBackend):
 
     def _wait(self, row_id: int, key: str, submitted: SubmittedJob) -> LayerResult:
         """Look at the provider job until it is done and fetch it; cancel it when the job is cancelled."""
-        delay, attempt = FIRST_LOOK_S, 0
-        state: JobState | None = None
+        delay, attempt, seen = FIRST_LOOK_S, 0, "submitted"
         while True:
             try:
                 self.ctx.check()
@@ -274,6 +272,9 @@ class RecordedBackend(BaseBackend):
                 raise
             try:
                 state = self.inner.poll(submitted)
+                if state != seen:  # queued / running, as the API shows it
+                    self._update(row_id, provider_state=state)
+                    seen = state
                 if state == "done":
                     return self.inner.fetch(submitted)
                 if state in ("failed", "cancelled"):
