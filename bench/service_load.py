@@ -1,5 +1,6 @@
 """Load on the job service in the deployed shape: ``uvicorn --workers 2`` in front of PostgreSQL and a Redis
-broker and pub/sub, against a bare FastAPI endpoint served the same way, at several concurrencies.
+broker and pub/sub, and a Celery worker (prefork, concurrency 2, beat), against a bare FastAPI endpoint
+served the same way, at several concurrencies.
 
 Scenarios, each at every ``--concurrency`` level (default 16, 64, 200) and bounded by ``--requests`` and
 ``--seconds``:
@@ -12,10 +13,12 @@ Scenarios, each at every ``--concurrency`` level (default 16, 64, 200) and bound
   20 events one after another (``workers.events``, as a worker does) and every stream's delivery latency
   (announce → frame received) is measured.
 
-No worker runs: submitted jobs stay queued. The scratch database and the bench's Redis database are dropped /
-flushed at the end. Prints requests, errors, requests/s, p50 and p99 latency in ms and requests/s relative to
-``bare`` at the same concurrency (for ``sse``: events delivered, p50/p99 delivery latency).
-Usage: ``python bench/service_load.py [--concurrency 16 64 200] [--requests 1000] [--seconds 10]``
+Submitted jobs are scheduled an hour ahead (``not_before``): the worker takes each one off the queue and hands
+it back as ``scheduled`` (``--no-worker``: nothing consumes the queue). The scratch database and the bench's
+Redis database (``SQSNN_BENCH_REDIS``, default db 12) are dropped / flushed at the end. Prints the load
+average, then requests, errors, requests/s, p50 and p99 latency in ms and requests/s relative to ``bare`` at
+the same concurrency (for ``sse``: events delivered, p50/p99 delivery latency).
+Usage: ``python bench/service_load.py [--concurrency 16 64 200] [--requests 1000] [--seconds 10] [--no-worker]``
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +46,7 @@ from sqlalchemy import func, select
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
-REDIS_URL = "redis://127.0.0.1:6379/12"
+REDIS_URL = os.environ.get("SQSNN_BENCH_REDIS", "redis://127.0.0.1:6379/12")
 OWNERS = 16
 SSE_EVENTS = 20
 
@@ -68,7 +72,7 @@ def serve(target: list[str], env: dict[str, str], workers: int) -> tuple[subproc
     cmd = [sys.executable, "-m", "uvicorn", *target, "--workers", str(workers), "--port", str(port)]
     proc = subprocess.Popen([*cmd, "--log-level", "warning", "--no-access-log"], cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while True:
         try:
             httpx.get(f"{url}/healthz" if "--factory" in target else f"{url}/ping", timeout=1)
@@ -174,9 +178,39 @@ async def fan_out(
     }
 
 
+LATER = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+
+
 def job_body(i: int) -> dict[str, Any]:
-    """A small training job (never run: no worker)."""
-    return {"kind": "train", "model": {"hidden": [16]}, "dataset": {"name": "digits", "limit_train": 100}, "seed": i}
+    """A small training job scheduled an hour ahead (never trained during the bench)."""
+    return {
+        "kind": "train",
+        "model": {"hidden": [16]},
+        "dataset": {"name": "digits", "limit_train": 100},
+        "seed": i,
+        "not_before": LATER,
+    }
+
+
+def start_worker(env: dict[str, str], home: Path) -> subprocess.Popen[bytes]:
+    """``celery worker`` as deployed (prefork, concurrency 2, every queue, beat); waits until it is ready."""
+    from workers.celery_app import HW_QUEUE, PERIODIC_QUEUE, SIM_QUEUE
+
+    log = home / "worker.log"
+    cmd = [
+        sys.executable, "-m", "celery", "-A", "workers.worker", "worker", "-P", "prefork", "--concurrency", "2",
+        "-Q", f"{SIM_QUEUE},{HW_QUEUE},{PERIODIC_QUEUE}", "-n", f"bench-{os.getpid()}@%h", "--loglevel=INFO",
+        "-B", "-s", str(home / "celerybeat-schedule"),
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while b"ready." not in log.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"celery worker did not start:\n{log.read_text()[-2000:]}")
+        time.sleep(0.2)
+    return proc
 
 
 def main() -> None:
@@ -185,7 +219,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="requests per scenario and level (upper bound)")
     parser.add_argument("--seconds", type=float, default=10.0, help="time limit per scenario and level")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes of each app")
+    parser.add_argument("--no-worker", action="store_true", help="no Celery worker consumes the queue")
     args = parser.parse_args()
+    load_before = os.getloadavg()
 
     from service.auth import create_key
     from service.embedded import migrate, settings_env
@@ -216,6 +252,8 @@ def main() -> None:
         auths = [{"Authorization": f"Bearer {k}"} for k in keys]
         env = {**settings_env(settings), "OMP_NUM_THREADS": "1", "PROMETHEUS_MULTIPROC_DIR": str(home / "prom")}
         os.makedirs(env["PROMETHEUS_MULTIPROC_DIR"])
+        if not args.no_worker:
+            procs.append(start_worker(env, home))
         app_proc, app_url = serve(["--factory", "service.app:create_app"], env, args.workers)
         bare_proc, bare_url = serve(["bench.service_load:bare"], env, args.workers)
         procs += [app_proc, bare_proc]
@@ -260,9 +298,11 @@ def main() -> None:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
         redis.Redis.from_url(REDIS_URL).flushdb()
+    worker = "no worker" if args.no_worker else "celery worker prefork x2 + beat"
     print(
-        f"service load, deployed shape (uvicorn --workers {args.workers}, PostgreSQL, Redis; "
-        f"SQSNN_API_DB_THREADS={settings.api_db_threads}; {os.cpu_count()} CPUs)"
+        f"service load, deployed shape (uvicorn --workers {args.workers}, PostgreSQL, Redis, {worker}; "
+        f"SQSNN_API_DB_THREADS={settings.api_db_threads}; {os.cpu_count()} CPUs; load average "
+        f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after)"
     )
     header = ("conc", "scenario", "requests", "errors", "req/s", "p50 ms", "p99 ms", "vs bare")
     print("{:>4s} {:28s} {:>8s} {:>6s} {:>8s} {:>8s} {:>8s} {:>8s}".format(*header))

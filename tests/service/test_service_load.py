@@ -1,5 +1,7 @@
 """The API under load and bad input, in the deployed shape: ``uvicorn --workers 2`` processes in front of
-PostgreSQL and a Redis broker and pub/sub (no worker consumes the queue: submitted jobs stay queued).
+PostgreSQL and a Redis broker and pub/sub, and a Celery worker (prefork, concurrency 2, beat) consuming the
+queues. The load's jobs are scheduled an hour ahead (``not_before``): the worker takes each one off the
+queue and hands it back as ``scheduled``, so the jobs stay queued (their streams open) without training.
 
 Every test prints its raw figures (``pytest -s`` shows them) and asserts the ratios of issue 10. The
 database-down test starts a throw-away PostgreSQL cluster of its own (initdb under a temporary directory,
@@ -18,6 +20,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ import redis
 
 from service.auth import create_key
 from service.embedded import migrate, settings_env
+from tests.service.conftest import WorkerProcess
 from workers.db import make_sessionmaker
 from workers.events import add_event, commit_and_publish
 from workers.settings import Settings
@@ -64,10 +68,10 @@ class Api:
             "--port", str(self.port), "--log-level", "warning", "--no-access-log",
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a loaded machine takes over a minute to import the app twice
         while True:
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200 and (
+                if httpx.get(f"{self.url}/healthz", timeout=10).status_code == 200 and (
                     len(self.workers()) >= workers or workers == 1
                 ):
                     break
@@ -121,23 +125,26 @@ def _key(settings: Settings, owner: str) -> str:
 
 @pytest.fixture(scope="module")
 def deployed(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, str, Settings]]:
-    """Two API processes on a database and a Redis database of their own, multiprocess metrics on;
-    yields (api, key, settings)."""
+    """Two API processes and a Celery worker (prefork x2, beat) on a database and a Redis database of their
+    own, multiprocess metrics on; yields (api, key, settings)."""
     name = _new_database(PG_ADMIN)
     base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
     redis.Redis.from_url(REDIS_URL).flushdb()
     ours = settings.model_copy(
         update={"database_url": f"{base}/{name}", "broker_url": REDIS_URL, "max_active_jobs": 10**6, "sse_poll_s": 30.0}
     )
-    api = None
+    api = worker = None
     try:
         migrate(ours)
         key = _key(ours, "load")
+        worker = WorkerProcess(ours, tmp_path_factory.mktemp("worker") / "load.log", "load", beat=True)
         api = Api(ours, workers=2, metrics_dir=tmp_path_factory.mktemp("prometheus"))
         yield api, key, ours
     finally:
         if api is not None:
             api.stop()
+        if worker is not None:
+            worker.stop()
         _drop_database(PG_ADMIN, name)
         redis.Redis.from_url(REDIS_URL).flushdb()
 
@@ -147,9 +154,13 @@ def _summary(latencies: list[float]) -> dict[str, float]:
     return {"n": len(lat), "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99))}
 
 
-def train_body(seed: int) -> dict[str, Any]:
-    """A small training job (stays queued: no worker consumes the queue)."""
-    return {"kind": "train", "model": {"hidden": [8]}, "dataset": {"name": "digits", "limit_train": 64}, "seed": seed}
+LATER = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+
+
+def train_body(seed: int, not_before: str | None = LATER) -> dict[str, Any]:
+    """A small training job, by default scheduled an hour ahead (the worker hands it back: it stays queued)."""
+    body = {"kind": "train", "model": {"hidden": [8]}, "dataset": {"name": "digits", "limit_train": 64}, "seed": seed}
+    return body if not_before is None else {**body, "not_before": not_before}
 
 
 def _db_url(settings: Settings) -> str:
@@ -160,7 +171,7 @@ def _db_url(settings: Settings) -> str:
 def test_200_concurrent_mixed_requests_no_5xx_and_each_submit_stored_once(deployed) -> None:
     api, key, settings = deployed
     auth = {"Authorization": f"Bearer {key}"}
-    one = httpx.post(f"{api.url}/v1/jobs", json=train_body(0), headers=auth).json()["id"]
+    one = httpx.post(f"{api.url}/v1/jobs", json=train_body(0), headers=auth, timeout=60).json()["id"]
     run = uuid.uuid4().hex[:8]
     shared_key = f"shared-{run}"
     plan: list[tuple[str, str, dict[str, Any] | None, dict[str, str]]] = []
@@ -221,7 +232,10 @@ async def _latencies(url: str, auth: dict[str, str], n: int, concurrency: int) -
 def test_100_open_sse_streams_hold_nothing_and_do_not_slow_listing(deployed) -> None:
     api, key, settings = deployed
     auth = {"Authorization": f"Bearer {key}"}
-    jobs = [httpx.post(f"{api.url}/v1/jobs", json=train_body(5000 + i), headers=auth).json()["id"] for i in range(10)]
+    jobs = [
+        httpx.post(f"{api.url}/v1/jobs", json=train_body(5000 + i), headers=auth, timeout=60).json()["id"]
+        for i in range(10)
+    ]
     asyncio.run(_latencies(api.url, auth, 50, 4))  # warm both processes up
     without = _summary(asyncio.run(_latencies(api.url, auth, 300, 8)))
 
@@ -298,7 +312,7 @@ def test_50_mb_body_is_413_and_memory_returns_to_baseline(deployed) -> None:
     api, key, _ = deployed
     auth = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
     for _ in range(20):  # warm-up: the baseline includes a served request's allocations
-        httpx.post(f"{api.url}/v1/jobs", content=b"{}", headers=auth)
+        httpx.post(f"{api.url}/v1/jobs", content=b"{}", headers=auth, timeout=60)
     baseline = api.rss()
     size = 50 * 2**20
     t0 = time.perf_counter()
@@ -346,8 +360,28 @@ def test_metrics_are_summed_over_the_api_processes(deployed) -> None:
     assert api.metrics_dir is not None
     writers = {f.stem.rsplit("_", 1)[1] for f in api.metrics_dir.glob("counter_*.db")}
     print(f"\n/healthz as counted by 6 scrapes after 60 requests: {scrapes}; processes writing counters: {writers}")
-    assert len(writers) == 2, writers  # both API processes served requests
+    assert len(writers) >= 2, writers  # both API processes served requests (uvicorn replaces one that hangs)
     assert scrapes == [60.0] * 6
+
+
+def test_the_worker_consumes_the_queue(deployed) -> None:
+    """The deployed shape is complete: the prefork worker takes a scheduled job off the queue (and hands it
+    back as ``scheduled``) and runs a due one to ``succeeded``."""
+    api, key, _ = deployed
+    auth = {"Authorization": f"Bearer {key}"}
+    later = httpx.post(f"{api.url}/v1/jobs", json=train_body(9001), headers=auth, timeout=60).json()["id"]
+    due = httpx.post(f"{api.url}/v1/jobs", json=train_body(9002, not_before=None), headers=auth, timeout=60).json()[
+        "id"
+    ]
+    deadline = time.monotonic() + 300  # behind the earlier tests' scheduled jobs, on a shared machine
+    while True:
+        jobs = {i: httpx.get(f"{api.url}/v1/jobs/{i}", headers=auth, timeout=60).json() for i in (later, due)}
+        if jobs[later]["substate"] == "scheduled" and jobs[due]["state"] in ("succeeded", "failed"):
+            break
+        assert time.monotonic() < deadline, jobs
+        time.sleep(0.5)
+    assert jobs[later]["state"] == "queued"
+    assert jobs[due]["state"] == "succeeded", jobs[due]["failure_reason"]
 
 
 @pytest.fixture
@@ -382,7 +416,7 @@ def test_database_down_is_503_with_a_message(settings: Settings, pg_home: Path) 
         migrate(throwaway)
         auth = {"Authorization": f"Bearer {_key(throwaway, 'down')}"}
         api = Api(throwaway, workers=1)
-        assert httpx.get(f"{api.url}/v1/jobs", headers=auth).status_code == 200
+        assert httpx.get(f"{api.url}/v1/jobs", headers=auth, timeout=60).status_code == 200
         as_postgres(*pg_ctl, "-m", "immediate", "stop")
         t0 = time.perf_counter()
         answers = [
@@ -400,7 +434,9 @@ def test_database_down_is_503_with_a_message(settings: Settings, pg_home: Path) 
             assert r.json()["message"] == "the database is not answering; retry later"
         assert ready.status_code == 503 and ready.json()["checks"]["database"].startswith("error")
         as_postgres(*pg_ctl, "-o", options, "start")
-        assert httpx.get(f"{api.url}/v1/jobs", headers=auth).status_code == 200  # and back without a restart
+        assert (
+            httpx.get(f"{api.url}/v1/jobs", headers=auth, timeout=60).status_code == 200
+        )  # and back without a restart
     finally:
         if api is not None:
             api.stop()
