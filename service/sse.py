@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -24,7 +24,6 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from service.deps import Db
 from service.schemas import iso_utc
 from service.wakeups import Wakeups
-from sqsnn.client import parse_sse as parse_event_stream
 from workers.models import TERMINAL_STATES, Job, JobEvent
 
 BATCH = 500
@@ -81,10 +80,3 @@ def event_response(db: Db, wakeups: Wakeups, job_id: str, after: int) -> EventSo
         sep="\n",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-
-
-def parse_sse(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    """Client side: SSE lines as ``{"id", "event", "data"}`` dicts (``data`` JSON-decoded), parsed by
-    :func:`sqsnn.client.parse_sse`."""
-    for event_id, kind, data in parse_event_stream(lines):
-        yield {"id": event_id, "event": kind, "data": json.loads(data)}

@@ -16,6 +16,7 @@ test against real accounts, with the budget the run would spend printed first an
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -110,7 +111,7 @@ class Api:
 
     def events(self, job_id: str, timeout: float = 240) -> list[dict[str, Any]]:
         """Every SSE event of the job, read live until the stream ends (the job finished)."""
-        from service.sse import parse_sse
+        from sqsnn.client import parse_sse
 
         lines: list[str] = []
         deadline = time.monotonic() + timeout
@@ -120,7 +121,7 @@ class Api:
                 lines.append(line)
                 assert time.monotonic() < deadline, f"SSE of {job_id} still open after {timeout} s"
         self.seen.append("\n".join(lines))
-        return list(parse_sse([*lines, ""]))
+        return [{"id": i, "event": kind, "data": json.loads(data)} for i, kind, data in parse_sse([*lines, ""])]
 
     def wait(self, job_id: str, states: tuple[str, ...], timeout: float = 180) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
