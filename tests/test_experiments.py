@@ -392,6 +392,8 @@ def test_combined_report_renders_sample_counts_rate_penalty_and_matched_lif_sect
             for seed, acc in enumerate(accs)
         ]
         append_rows(folder / CELLS, CELL_COLUMNS, rows)
+    stopped = _cell_row(config, "K1", "sqsnn", "quantum", "local", 2, test_accuracy="nan", status="budget", epochs=0)
+    append_rows(other_local / CELLS, CELL_COLUMNS, [stopped])  # stopped before its first epoch: not evaluated
     rows = [
         _cell_row(config, "S0", "sqsnn", "quantum", "bptt", s, test_accuracy=0.9, spike_rates="0.3;0.1") for s in (0, 1)
     ]
@@ -410,8 +412,10 @@ def test_combined_report_renders_sample_counts_rate_penalty_and_matched_lif_sect
         in (counts)
     )
     assert "| quantum | 1 | 1 | 0 |" in counts and "| quantum | 1 | 5 | 10 |" in counts  # one table, two folders
+    assert "| 1 | 1 | 0 | 50.00 ± 0.00 | 60.00 ± 0.00 | 0, 1, 2 |" in counts  # the unevaluated cell is left out
+    assert "| 60.00 ± 0.00 † | 0, 1, 2 |" in text.split("## ")[0]  # main table: † marks the budget stop
     assert "| 0, 1 | 17 | – | 5.00 | 10.0 |" in counts  # 1 + 6 shifted + 2 K = 17 evaluations; 10 s over 2 epochs
-    assert "| 0, 1 | 9 | – |" in counts and "| 0, 1 | 17 | 170 |" in counts
+    assert "| 0, 1, 2 | 9 | – |" in counts and "| 0, 1 | 17 | 170 |" in counts
     penalty = text.split("## Spike-rate penalty")[1].split("## ")[0]
     mean_rate = (4 * 0.3 + 10 * 0.1) / 14
     assert f"| digits | SQSNN quantum | 64-4-10 | 0 | 50.00 ± 0.00 | 90.00 ± 0.00 | {mean_rate:.4f} |" in penalty
@@ -434,3 +438,25 @@ def test_combined_report_renders_sample_counts_rate_penalty_and_matched_lif_sect
     assert all((figures / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in names)
     for name in names:
         assert f"](all-figures/{name})" in text
+
+
+def test_report_redraws_only_the_rows_of_the_cells_named(tmp_path: Path) -> None:
+    from sqsnn.experiments.records import CELL_COLUMNS, CELLS, NEURON_COLUMNS, NEURONS, append_rows
+
+    config = tmp_path / "checks.toml"
+    config.write_text(SECTIONS.format())
+    results = tmp_path / "results"
+    rows = [_cell_row(config, label, "sqsnn", "quantum", "bptt", 0, test_accuracy=0.5) for label in ("S0", "S1")]
+    rows[1]["spike_rates"] = "0.2;0.1"  # S0 without rates: a cell stopped before its first epoch
+    append_rows(results / CELLS, CELL_COLUMNS, rows)
+    neurons = [{"key": r["key"], "layer": layer, "neuron": 0, "rate": 0.1} for r in rows for layer in (0, 1)]
+    append_rows(results / NEURONS, NEURON_COLUMNS, neurons)
+    report(results)
+    figures = results / "figures"
+    raster = {label: figures / f"raster_digits_{label}_quantum_bptt.png" for label in ("S0", "S1")}
+    before = {label: path.stat().st_mtime_ns for label, path in raster.items()}
+    (figures / "rates_digits_S1_quantum_bptt.png").unlink()
+    report(results, redraw={str(rows[0]["key"])})
+    assert raster["S0"].stat().st_mtime_ns > before["S0"], "the named cell's row is redrawn"
+    assert raster["S1"].stat().st_mtime_ns == before["S1"], "the other row is left alone"
+    assert (figures / "rates_digits_S1_quantum_bptt.png").is_file(), "a missing figure is drawn"

@@ -32,10 +32,11 @@ A hand-written ``notes.md`` in a results directory (observations, caveats) is ap
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,17 @@ def _sizes_text(row: dict[str, str]) -> str:
     return "-".join(str(int(v)) for v in split_numbers(row["sizes"]))
 
 
+def _tested(rows: list[dict[str, str]]) -> list[float]:
+    """Test accuracies (fractions) of the cells that were evaluated: a cell stopped by its time budget
+    before its first epoch records NaN and is left out."""
+    return [v for v in (float(r["test_accuracy"]) for r in rows) if math.isfinite(v)]
+
+
+def _mean(values: list[float]) -> float:
+    """Mean, NaN for no values."""
+    return statistics.fmean(values) if values else math.nan
+
+
 def _mean_std(values: list[float]) -> str:
     if not values:
         return "–"
@@ -97,16 +109,19 @@ def _layer_rates(rows: list[dict[str, str]]) -> list[float]:
 
 
 def mean_network_rate(row: dict[str, str]) -> float:
-    """Spikes per neuron per step over every neuron of the network (layer rates weighted by width)."""
+    """Spikes per neuron per step over every neuron of the network (layer rates weighted by width); NaN for a
+    cell without rates (stopped before its first epoch)."""
     widths = split_numbers(row["sizes"])[1:]
     rates = split_numbers(row["spike_rates"])
+    if not rates:
+        return math.nan
     return sum(w * r for w, r in zip(widths, rates, strict=True)) / sum(widths)
 
 
 def _summary(rows: list[dict[str, str]]) -> tuple[str, str, str]:
     """Validation and test accuracy (mean ± std, %) and mean per-layer spike rates of one group of cells."""
     val_accs = [float(r["val_accuracy"]) for r in rows if r.get("val_accuracy")]
-    test = _mean_std([float(r["test_accuracy"]) for r in rows])
+    test = _mean_std(_tested(rows))
     return _mean_std(val_accs), test, " / ".join(f"{v:.3f}" for v in _layer_rates(rows))
 
 
@@ -150,7 +165,7 @@ def _bar_figure(path: Path, title: str, bars: list[tuple[str, list[tuple[str, li
             for name, accs in per_mode:
                 if name == mode:
                     xs.append(g_index + (m_index - (len(modes) - 1) / 2) * width)
-                    ys.append(100 * statistics.fmean(accs))
+                    ys.append(100 * _mean(accs))
                     errs.append(100 * _std(accs))
         ax.bar(xs, ys, width=width, yerr=errs, capsize=3, label=mode)
     ax.set_xticks(range(len(bars)))
@@ -200,7 +215,7 @@ def _memory_ablation(groups: Groups, specs: _Specs, figure: Path | None = None) 
                 f"| {dataset} | {_sizes_text(first)} | {_training(first)} | {mode} | {val} | {test} | "
                 f"{_seeds(rows)} | {rates} |"
             )
-            per_mode.append((mode, [float(r["test_accuracy"]) for r in rows]))
+            per_mode.append((mode, _tested(rows)))
         first = next(iter(modes.values()))[0]
         bars.append((f"{dataset}\n{_sizes_text(first)}\n{_training(first)}", per_mode))
     if figure is not None:
@@ -298,9 +313,9 @@ def _counts_figure(path: Path, title: str, by_counts: dict[tuple[int, int, int],
         )
         labels = [str(v) for (v, _), _ in line]
         xs = list(range(len(line)))
-        tests = [[100 * float(r["test_accuracy"]) for r in rows] for _, rows in line]
+        tests = [[100 * v for v in _tested(rows)] for _, rows in line]
         vals = [[100 * float(r["val_accuracy"]) for r in rows if r.get("val_accuracy")] for _, rows in line]
-        ax.errorbar(xs, [statistics.fmean(t) for t in tests], yerr=[_std(t) for t in tests], marker="o", capsize=3)
+        ax.errorbar(xs, [_mean(t) for t in tests], yerr=[_std(t) for t in tests], marker="o", capsize=3)
         if all(vals):
             ax.plot(xs, [statistics.fmean(v) for v in vals], marker="x", linestyle="--", label="validation")
         ax.set_xticks(xs)
@@ -375,8 +390,8 @@ def _pareto_figure(path: Path, dataset: str, families: dict[str, list[tuple[floa
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for family, sweep in sorted(families.items()):
         xs = [statistics.fmean(mean_network_rate(r) for r in rows) for _, rows in sweep]
-        accs = [[100 * float(r["test_accuracy"]) for r in rows] for _, rows in sweep]
-        ys = [statistics.fmean(a) for a in accs]
+        accs = [[100 * v for v in _tested(rows)] for _, rows in sweep]
+        ys = [_mean(a) for a in accs]
         ax.errorbar(xs, ys, yerr=[_std(a) for a in accs], marker="o", capsize=3, label=family)
         for (lam, _), x, y in zip(sweep, xs, ys, strict=True):
             ax.annotate(f"λ={lam:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
@@ -413,12 +428,12 @@ def _matched_lif(groups: Groups, specs: _Specs) -> list[str]:
             if specs.train(rows[0]) != spec.train:
                 continue
             found = True
-            lif_acc = statistics.fmean(float(r["test_accuracy"]) for r in lif_rows)
-            sqs_acc = statistics.fmean(float(r["test_accuracy"]) for r in rows)
+            lif_acc = _mean(_tested(lif_rows))
+            sqs_acc = _mean(_tested(rows))
             lines.append(
                 f"| {dataset} | {s_label} | {s_mode} | {rows[0]['num_parameters']} | {label} | "
-                f"{lif_rows[0]['num_parameters']} | {_mean_std([float(r['test_accuracy']) for r in rows])} | "
-                f"{_mean_std([float(r['test_accuracy']) for r in lif_rows])} | {100 * (sqs_acc - lif_acc):+.2f} | "
+                f"{lif_rows[0]['num_parameters']} | {_mean_std(_tested(rows))} | "
+                f"{_mean_std(_tested(lif_rows))} | {100 * (sqs_acc - lif_acc):+.2f} | "
                 f"{_seeds(rows)} / {_seeds(lif_rows)} |"
             )
     return [*lines, ""] if found else []
@@ -509,9 +524,12 @@ def _rates_figure(path: Path, title: str, rates: dict[int, list[float]]) -> None
     plt.close(fig)
 
 
-def _row_figures(results_dir: Path, fig_dir: Path, groups: Groups) -> list[tuple[str, Path]]:
-    """Draw every row's raster and rate histogram and every dataset's accuracy curves into ``fig_dir``;
-    returns the accuracy figures as ``(dataset, path)``."""
+def _row_figures(
+    results_dir: Path, fig_dir: Path, groups: Groups, redraw: Collection[str] | None
+) -> list[tuple[str, Path]]:
+    """Draw the rows' rasters and rate histograms (those of rows holding a cell in ``redraw``, and any missing;
+    every row when ``redraw`` is None) and every dataset's accuracy curves into ``fig_dir``; returns the
+    accuracy figures as ``(dataset, path)``."""
     cells = {r["key"] for rows in groups.values() for r in rows}
     epochs = defaultdict(list)
     for r in read_rows(results_dir / EPOCHS):
@@ -528,12 +546,16 @@ def _row_figures(results_dir: Path, fig_dir: Path, groups: Groups) -> list[tuple
         first = min(rows, key=lambda r: int(r["seed"]))
         name = f"{first['label']} [{first['mode']}, {_training(first)}]"
         sizes = [int(s) for s in split_numbers(first["sizes"])]
-        T = max((t for _, t, _ in events[first["key"]]), default=0) + 1
-        _raster_figure(fig_dir / f"raster_{_slug(key[1:])}.png", name, sizes, events[first["key"]], T)
-        per_layer: dict[int, list[float]] = defaultdict(list)
-        for (layer, _), rate in sorted(neuron_rates[first["key"]].items()):
-            per_layer[layer].append(rate)
-        _rates_figure(fig_dir / f"rates_{_slug(key[1:])}.png", name, dict(per_layer))
+        raster_path, rates_path = fig_dir / f"raster_{_slug(key[1:])}.png", fig_dir / f"rates_{_slug(key[1:])}.png"
+        changed = redraw is None or any(r["key"] in redraw for r in rows)
+        if changed or not raster_path.is_file():
+            T = max((t for _, t, _ in events[first["key"]]), default=0) + 1
+            _raster_figure(raster_path, name, sizes, events[first["key"]], T)
+        if changed or not rates_path.is_file():
+            per_layer: dict[int, list[float]] = defaultdict(list)
+            for (layer, _), rate in sorted(neuron_rates[first["key"]].items()):
+                per_layer[layer].append(rate)
+            _rates_figure(rates_path, name, dict(per_layer))
         for r in rows:
             for er in epochs[r["key"]]:
                 held_out = er.get("val_accuracy") or er["test_accuracy"]
@@ -551,6 +573,7 @@ def report(
     output: Path | str | None = None,
     *,
     figures_dir: Path | str | None = None,
+    redraw: Collection[str] | None = None,
 ) -> Path:
     """Write the markdown report of one or more results directories and its figures; returns its path.
 
@@ -560,6 +583,8 @@ def report(
         figures_dir: where the section figures go (default ``<results_dir>/figures`` for one directory,
             ``<output without .md>-figures`` for several). With one directory the rows' own figures are
             drawn into ``<results_dir>/figures`` too; with several they are linked where they exist.
+        redraw: with one directory, the keys of the cells whose rows' raster and rate figures are redrawn
+            (the runner passes the cell it just finished); None redraws every row's. Missing ones are drawn.
 
     Raises:
         FileNotFoundError: a directory without ``cells.csv``.
@@ -599,7 +624,7 @@ def report(
                 for p in sorted(d.glob("figures/accuracy_*.png"))
             ]
     else:
-        accuracy_figures = _row_figures(dirs[0], dirs[0] / "figures", groups)
+        accuracy_figures = _row_figures(dirs[0], dirs[0] / "figures", groups, redraw)
 
     sources = ", ".join(f"`{d.as_posix()}`" for d in dirs)
     lines = [

@@ -232,7 +232,7 @@ def run_experiment(config: Path | str, *, log: Callable[[str], None] = print) ->
         append_rows(out / CELLS, CELL_COLUMNS, [row])
         (out / "checkpoints" / f"{cell.slug}.pt").unlink(missing_ok=True)  # the cell is recorded as finished
         summary.ran.append(cell.key)
-        report(out, cfg.report)  # the table shows every finished cell while later ones still run
+        report(out, cfg.report, redraw={cell.key})  # every finished cell shows while later ones still run
     if not summary.ran and (out / CELLS).is_file():
         report(out, cfg.report)
     if summary.remaining:
