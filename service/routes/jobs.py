@@ -26,6 +26,7 @@ from service.limits import check_inputs, check_quota
 from service.pagination import PageCursor, PageLimit, fetch_page
 from service.schemas import JobOut, JobPage, JobResult, JobSummary
 from service.sse import MAX_EVENT_ID, event_response
+from workers.admission import Refused, admit
 from workers.celery_app import enqueue
 from workers.events import add_event, commit_and_publish, set_state
 from workers.models import ACTIVE_STATES, TERMINAL_STATES, Job, JobKind, JobState, new_id, utcnow
@@ -109,6 +110,11 @@ def _submit(
             enqueued_at=now,  # sent right after the commit; cleared again if that send fails
         )
         s.add(job)
+        if isinstance(spec, InferJobSpec):
+            try:  # memory, time, budget and daily spend, as the worker would check them
+                admit(s, settings, job, spec)
+            except Refused as exc:
+                unprocessable(("body", *exc.field), str(exc))
         set_state(s, job, "queued")
         try:  # nobody can be streaming a job before it exists: the event is stored, not announced
             s.commit()
