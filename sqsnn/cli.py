@@ -71,6 +71,7 @@ def train(
     ] = 0.1,
     data_dir: DataDirOpt = None,
     out: Annotated[Path | None, typer.Option(help="Write the trained model here (.pt).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float64 (default) or float32: the training precision.")] = None,
 ) -> None:
     """Train an SQSNN with surrogate-gradient BPTT and print validation and test accuracy, spike rates and
     parameters. Flags not given take the dataset's defaults (sqsnn.training.defaults), then the trainer's."""
@@ -89,6 +90,7 @@ def train(
         "logit_scale": logit_scale,
         "T": steps,
         "p_max": p_max,
+        "dtype": dtype,
     }
     preset = defaults_for(dataset)
     settings = {k: v for k, v in given.items() if v is not None}

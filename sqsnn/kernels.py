@@ -1,175 +1,428 @@
-"""Fused CPU kernels of the N = N_M = 1 SQS layer (numba): the whole T-step recurrence of one neuron on one
-sample runs in registers, in parallel over (sample, neuron) pairs.
+"""Fused CPU kernels (numba) of the N = N_M = 1 SQS layer and of event-driven synapses.
 
-The math is :mod:`sqsnn.neuron`'s; these kernels only fuse it. Arrays are float64 and C-contiguous:
-currents, uniforms, spikes and probabilities ``(T, E)`` with E = B * n flattened sample-major (element
-``e`` is neuron ``e % n``), angles ``(n,)``. Modes are integers: 0 quantum, 1 memoryless, 2 official.
+Neurons. The math is :mod:`sqsnn.neuron`'s; these kernels fuse the T-step recurrence with the embedding.
+Every step's first half angle :math:`h_0 = (\\phi + \\text{offset})/2` (offset ``theta_in``, or
+``theta_mem + theta_in`` in mode ``official``) comes from the current alone; its sine and cosine are a
+branch-free polynomial (:func:`sincos`), and the second angle :math:`h_0 + \\theta_{ent}/2` is reached by
+angle addition with the per-neuron ``(ce, se) = (cos, sin)(theta_ent / 2)``. So a step is a few dozen
+multiplications, one division and one comparison, with no call: the loops over the neuron axis
+(contiguous) are SIMD-vectorised by LLVM, in parallel over samples. Memory traffic is the limit, so the
+forward pass reads only ``z`` and the uniforms and writes spikes, probabilities and a uint8 copy of the
+spikes; the backward pass recomputes the trigonometry and the memory trajectory of each sample from
+``z`` and the sampled spikes instead of storing them.
+
+Arrays are ``(T, B, n)`` C-contiguous, all of one floating dtype (float64 or float32; numba compiles one
+version per dtype); per-neuron arrays are ``(n,)``; ``fired`` is the ``(T, B, n)`` uint8 copy of the
+spikes. The half angles and their sines and cosines are computed in float64 and rounded. Constants are
+made in the arrays' dtype (``arr.dtype.type(...)``) so that no float64 literal promotes float32
+arithmetic. Modes are integers: 0 quantum, 1 memoryless, 2 official.
+
+Synapses. :func:`spike_rows` turns a ``(R, D)`` input into per-row lists of its non-zero entries (CSR);
+:func:`sparse_dense` sums, for every row, the weight rows of its active inputs (the forward currents)
+and, from the column view of the same entries (:func:`transpose_lists`), for every input the current
+gradients of the rows where it was active (the weight gradient): both are gathers into a cache-resident
+accumulator.
 """
 
 from __future__ import annotations
 
-import math
+import ctypes
+import ctypes.util
+import functools
+from typing import Any
 
 import numba
 import numpy as np
 import numpy.typing as npt
+import torch
 
-F64 = npt.NDArray[np.float64]
+Array = npt.NDArray[np.floating]
+U8 = npt.NDArray[np.uint8]
+I64 = npt.NDArray[np.int64]
 MODE_CODES = {"quantum": 0, "memoryless": 1, "official": 2}
+BLOCK = 256  # columns per block of the synapse kernels (measured: 256 float64 columns of 784 rows fit L2)
+
+_OPTS: dict[str, Any] = {"cache": True, "error_model": "numpy", "fastmath": {"contract", "arcp", "nsz"}}
 
 
-@numba.njit(inline="always", cache=True)
-def _collapse(
-    e0: float, e1: float, q0: float, y: float, cm: float, sm: float
-) -> tuple[float, float, float, float, float]:  # pragma: no cover - compiled
-    """Memory after the outcome whose Kraus diagonal is (e0, e1), from populations (q0, 1 - q0) and Bloch y.
+# Cody-Waite split of pi/2 (33 + 33 + 33 bits: k * part is exact for |k| < 2^20) and the minimax
+# polynomials of sin and cos on [-pi/4, pi/4] (fdlibm's __kernel_sin / __kernel_cos coefficients).
+_PIO2_1 = 1.57079632673412561417e00
+_PIO2_2 = 6.07710050630396597660e-11
+_PIO2_3 = 2.02226624871116645580e-21
+_TWO_OVER_PI = 6.36619772367581382433e-01
+_ROUND = 6755399441055744.0  # 1.5 * 2^52: adding and subtracting it rounds a |x| < 2^51 to an integer
+_S1, _S2, _S3 = -1.66666666666666324348e-01, 8.33333333332248946124e-03, -1.98412698298579493134e-04
+_S4, _S5, _S6 = 2.75573137070700676789e-06, -2.50507602534068634195e-08, 1.58969099521155010221e-10
+_C1, _C2, _C3 = 4.16666666666666019037e-02, -1.38888888888741095749e-03, 2.48015872894767294178e-05
+_C4, _C5, _C6 = -2.75573143513906633035e-07, 2.08757232129817482790e-09, -1.13596475577881948265e-11
+ANGLE_LIMIT = 1.0e6
+"""Largest |half angle| (radians) the kernels' sine and cosine reduce exactly (``|k| < 2^20`` quarter turns)."""
 
-    Returns ``(1/norm, z_pre, y_pre, y_next, z_next)``: the normalised post-measurement Bloch components and
-    the same after ``RX(theta_mem)`` (cosine ``cm``, sine ``sm``).
+
+@numba.njit(inline="always", **_OPTS)
+def sincos(h: float) -> tuple[float, float]:  # pragma: no cover - compiled
+    """``(sin h, cos h)`` in float64 within ~1 ulp for ``|h| <= ANGLE_LIMIT``: branch-free (SIMD-vectorisable)
+    reduction to ``r in [-pi/4, pi/4]`` with ``h = k pi/2 + r``, polynomials, and the quarter turn
+    ``k mod 4`` chosen by selects."""
+    k = (h * _TWO_OVER_PI + _ROUND) - _ROUND  # nearest integer (no libm call; needs no 'reassoc')
+    r = ((h - k * _PIO2_1) - k * _PIO2_2) - k * _PIO2_3
+    r2 = r * r
+    sin_r = r + r * r2 * (_S1 + r2 * (_S2 + r2 * (_S3 + r2 * (_S4 + r2 * (_S5 + r2 * _S6)))))
+    cos_r = 1.0 - 0.5 * r2 + r2 * r2 * (_C1 + r2 * (_C2 + r2 * (_C3 + r2 * (_C4 + r2 * (_C5 + r2 * _C6)))))
+    q = np.int64(k) & 3
+    odd = (q & 1) != 0
+    sin_h = cos_r if odd else sin_r
+    cos_h = sin_r if odd else cos_r
+    sin_h = -sin_h if (q & 2) != 0 else sin_h
+    cos_h = -cos_h if ((q + 1) & 2) != 0 else cos_h
+    return sin_h, cos_h
+
+
+@numba.njit(parallel=True, **_OPTS)
+def sincos_array(
+    h: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:  # pragma: no cover
+    """:func:`sincos` of every entry of a 1-D float64 array (for tests)."""
+    sin_out = np.empty_like(h)
+    cos_out = np.empty_like(h)
+    for i in numba.prange(h.shape[0]):
+        sin_out[i], cos_out[i] = sincos(h[i])
+    return sin_out, cos_out
+
+
+@numba.njit(parallel=True, **_OPTS)
+def neuron_forward(
+    z: Array,
+    u: Array,
+    offset_half: npt.NDArray[np.float64],
+    ce: Array,
+    se: Array,
+    cm: Array,
+    sm: Array,
+    mode: int,
+    record: bool,
+) -> tuple[Array, Array, U8, Array, Array, int]:  # pragma: no cover - compiled
+    """Sample a whole sample's spikes from the currents ``z (T, B, n)`` and uniforms ``u`` (``s = 1[u < p]``).
+
+    Returns ``spikes``, ``probs`` (``(T, B, n)``, ``z``'s dtype), ``fired`` (uint8), the memory's Bloch y
+    and z entering every step when ``record`` (mode quantum; ``(T, B, n)``, else ``(0, 0, 0)``) and the
+    number of half angles that were not finite or beyond :data:`ANGLE_LIMIT` (the caller refuses them).
+    ``offset_half (n,)``: half the angle added to ``phi`` (float64); ``ce, se`` and ``cm, sm``: cosine and
+    sine of ``theta_ent / 2`` and of ``theta_mem``. The first half angle of every step is computed in
+    float64, its sine and cosine rounded to ``z``'s dtype.
     """
-    m0 = e0 * e0 * q0
-    m1 = e1 * e1 * (1.0 - q0)
-    inv = 1.0 / (m0 + m1)
-    z_pre = (m0 - m1) * inv
-    y_pre = e0 * e1 * y * inv
-    return inv, z_pre, y_pre, y_pre * cm - z_pre * sm, y_pre * sm + z_pre * cm
-
-
-@numba.njit(parallel=True, cache=True, error_model="numpy")
-def layer_forward(
-    z: F64, u: F64, theta_ent: F64, theta_mem: F64, theta_in: F64, mode: int
-) -> tuple[F64, F64, F64, F64, F64, F64]:  # pragma: no cover - compiled
-    """Spikes, probabilities, the memory (Bloch y, z) entering every step, and the sine and cosine of the
-    step's half angle (``(phi + theta_in)/2`` in mode quantum, the whole angle / 2 otherwise): six ``(T, E)``.
-    """
-    steps, elements = z.shape
-    n = theta_in.shape[0]
-    spikes = np.empty((steps, elements))
-    probs = np.empty((steps, elements))
-    ys = np.empty((steps, elements))
-    zs = np.empty((steps, elements))
-    half_sin = np.empty((steps, elements))
-    half_cos = np.empty((steps, elements))
-    for e in numba.prange(elements):
-        j = e % n
-        te, ti, tm = theta_ent[j], theta_in[j], theta_mem[j]
-        cm, sm = math.cos(tm), math.sin(tm)
-        ce, se = math.cos(0.5 * te), math.sin(0.5 * te)
-        rest_s, rest_c = math.sin(0.5 * ti), math.cos(0.5 * ti)
-        y, zb, last = 0.0, 1.0, 0.0
+    steps, batch, n = z.shape
+    spikes = np.empty_like(z)
+    probs = np.empty_like(z)
+    fired = np.empty(z.shape, dtype=np.uint8)
+    kept = z.shape if record and mode == 0 else (0, 0, 0)
+    bloch_y = np.empty(kept, dtype=z.dtype)
+    bloch_z = np.empty(kept, dtype=z.dtype)
+    one = z.dtype.type(1.0)
+    zero = one - one
+    half = one / (one + one)
+    half_pi = 0.5 * np.pi
+    out_of_range = np.zeros(batch, dtype=np.int64)
+    for b in numba.prange(batch):
+        y = np.zeros_like(ce)  # Bloch y of the memory (quantum) ...
+        zb = np.ones_like(ce)  # ... and Bloch z
+        last = np.zeros_like(ce)  # previous spike (official)
+        sines = np.empty_like(ce)  # the step's sin(h0), cos(h0)
+        cosines = np.empty_like(ce)
         for t in range(steps):
-            zz = z[t, e]
-            phi = math.pi * zz if zz > 0 else 0.0
-            ys[t, e] = y
-            zs[t, e] = zb
+            bad = 0
+            for j in range(n):
+                h = half_pi * max(np.float64(z[t, b, j]), 0.0) + offset_half[j]
+                bad += 0 if abs(h) <= ANGLE_LIMIT else 1
+                s_h, c_h = sincos(h)
+                sines[j] = s_h
+                cosines[j] = c_h
+            out_of_range[b] += bad
             if mode == 0:
-                if zz > 0:
-                    s0, c0 = math.sin(0.5 * (phi + ti)), math.cos(0.5 * (phi + ti))
-                else:
-                    s0, c0 = rest_s, rest_c
-                # angle addition: h1 = h0 + theta_ent / 2
-                s1 = s0 * ce + c0 * se
-                c1 = c0 * ce - s0 * se
-                half_sin[t, e] = s0
-                half_cos[t, e] = c0
-                q0 = 0.5 * (1.0 + zb)
-                q1 = 1.0 - q0
-                p = q0 * (s0 * s0) + q1 * (s1 * s1)
-                fired = u[t, e] < p
-                e0 = s0 if fired else c0
-                e1 = s1 if fired else c1
-                _, _, _, y, zb = _collapse(e0, e1, q0, y, cm, sm)
+                if record:
+                    for j in range(n):
+                        bloch_y[t, b, j] = y[j]
+                        bloch_z[t, b, j] = zb[j]
+                for j in range(n):
+                    a0, b0 = sines[j], cosines[j]
+                    a1 = a0 * ce[j] + b0 * se[j]  # sin(h0 + theta_ent / 2)
+                    b1 = b0 * ce[j] - a0 * se[j]
+                    p0 = half * (one + zb[j])  # population of |0>
+                    p1 = one - p0
+                    p = p0 * (a0 * a0) + p1 * (a1 * a1)
+                    f = u[t, b, j] < p
+                    e0 = a0 if f else b0
+                    e1 = a1 if f else b1
+                    m0 = e0 * e0 * p0
+                    m1 = e1 * e1 * p1
+                    inv = one / (m0 + m1)
+                    z_pre = (m0 - m1) * inv
+                    y_pre = e0 * e1 * y[j] * inv
+                    y[j] = y_pre * cm[j] - z_pre * sm[j]
+                    zb[j] = y_pre * sm[j] + z_pre * cm[j]
+                    probs[t, b, j] = p
+                    spikes[t, b, j] = one if f else zero
+                    fired[t, b, j] = 1 if f else 0
             else:
-                a = phi + ti if mode == 1 else phi + tm + ti + te * last
-                sa = math.sin(0.5 * a)
-                half_sin[t, e] = sa
-                half_cos[t, e] = math.cos(0.5 * a)
-                p = sa * sa
-                fired = u[t, e] < p
-                last = 1.0 if fired else 0.0
-            probs[t, e] = p
-            spikes[t, e] = 1.0 if fired else 0.0
-    return spikes, probs, ys, zs, half_sin, half_cos
+                for j in range(n):
+                    a0 = sines[j]
+                    a = a0 * ce[j] + cosines[j] * se[j] if last[j] > zero else a0
+                    p = a * a
+                    f = u[t, b, j] < p
+                    if mode == 2:
+                        last[j] = one if f else zero
+                    probs[t, b, j] = p
+                    spikes[t, b, j] = one if f else zero
+                    fired[t, b, j] = 1 if f else 0
+    return spikes, probs, fired, bloch_y, bloch_z, out_of_range.sum()
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
-def layer_backward(
-    z: F64,
-    spikes: F64,
-    probs: F64,
-    ys: F64,
-    zs: F64,
-    half_sin: F64,
-    half_cos: F64,
-    g_spikes: F64,
-    g_probs: F64,
-    theta_ent: F64,
-    theta_mem: F64,
-    theta_in: F64,
+@numba.njit(parallel=True, **_OPTS)
+def neuron_backward(
+    z: Array,
+    fired: U8,
+    g_spikes: Array,
+    g_probs: Array,
+    has_g_probs: bool,
+    offset_half: npt.NDArray[np.float64],
+    ce: Array,
+    se: Array,
+    cm: Array,
+    sm: Array,
     mode: int,
     sigmoid_surrogate: bool,
-    leak: float,
-) -> tuple[F64, F64, F64, F64]:  # pragma: no cover - compiled
-    """Reverse-mode pass through time, from :func:`layer_forward`'s outputs.
+    pi_slope_below: float,
+) -> tuple[Array, Array, Array, Array]:  # pragma: no cover - compiled
+    """Reverse-mode pass through time along :func:`neuron_forward`'s sampled spikes (``fired``).
 
-    ``d max(z, 0)/dz`` is 1 for ``z > 0`` and ``leak`` for ``z <= 0`` (0: the exact convention, 0 at z = 0).
+    Recomputes, per sample, the half angles' sines and cosines and the memory trajectory, then runs the
+    steps backwards. The surrogate ``ds/dp`` is ``p (1 - p)`` (``sigmoid_surrogate``) or 1; ``g_probs`` is
+    read only when ``has_g_probs``. ``d phi / dz`` is pi for ``z > 0`` and ``pi_slope_below`` (pi times the
+    embedding's leak) elsewhere.
 
-    Returns ``g_z (T, E)`` and, per element ``(E,)``, the summed gradients of the input angle
-    (``phi + theta_in``), of ``theta_ent`` and of ``theta_mem`` (the caller sums them over the batch and
+    Returns ``g_z (T, B, n)`` and, per sample and neuron ``(B, n)``, the gradients of the first angle
+    (``phi + offset``), of ``theta_ent`` and of ``theta_mem`` (the caller sums them over the batch and
     maps them to parameters per mode).
     """
-    steps, elements = z.shape
-    n = theta_in.shape[0]
-    g_z = np.empty((steps, elements))
-    acc_in = np.zeros(elements)
-    acc_ent = np.zeros(elements)
-    acc_mem = np.zeros(elements)
-    for e in numba.prange(elements):
-        j = e % n
-        tm = theta_mem[j]
-        cm, sm = math.cos(tm), math.sin(tm)
-        ce, se = math.cos(0.5 * theta_ent[j]), math.sin(0.5 * theta_ent[j])
-        g_y, g_zb = 0.0, 0.0
-        for t in range(steps - 1, -1, -1):
-            zz = z[t, e]
-            p = probs[t, e]
-            slope = p * (1.0 - p) if sigmoid_surrogate else 1.0
-            g_p = g_probs[t, e] + g_spikes[t, e] * slope
-            fired = spikes[t, e] > 0
+    steps, batch, n = z.shape
+    g_z = np.empty_like(z)
+    acc_in = np.zeros((batch, n), dtype=z.dtype)
+    acc_ent = np.zeros((batch, n), dtype=z.dtype)
+    acc_mem = np.zeros((batch, n), dtype=z.dtype)
+    one = z.dtype.type(1.0)
+    zero = one - one
+    half = one / (one + one)
+    two = one + one
+    pi_above = z.dtype.type(np.pi)
+    pi_below = z.dtype.type(pi_slope_below)
+    half_pi = 0.5 * np.pi
+    for b in numba.prange(batch):
+        sines = np.empty((steps, n), dtype=z.dtype)
+        cosines = np.empty((steps, n), dtype=z.dtype)
+        ys = np.empty((steps + 1, n), dtype=z.dtype)  # memory entering every step (and after the last)
+        zs = np.empty((steps + 1, n), dtype=z.dtype)
+        for j in range(n):
+            ys[0, j] = zero
+            zs[0, j] = one
+        for t in range(steps):
+            for j in range(n):
+                s_h, c_h = sincos(half_pi * max(np.float64(z[t, b, j]), 0.0) + offset_half[j])
+                sines[t, j] = s_h
+                cosines[t, j] = c_h
             if mode == 0:
-                y, zb = ys[t, e], zs[t, e]
-                s0, c0 = half_sin[t, e], half_cos[t, e]
-                s1 = s0 * ce + c0 * se
-                c1 = c0 * ce - s0 * se
-                q0 = 0.5 * (1.0 + zb)
-                q1 = 1.0 - q0
-                if fired:
-                    e0, e1, de0, de1 = s0, s1, c0, c1
-                else:
-                    e0, e1, de0, de1 = c0, c1, -s0, -s1
-                inv, z_pre, y_pre, y_next, z_next = _collapse(e0, e1, q0, y, cm, sm)
-                acc_mem[e] += g_zb * y_next - g_y * z_next
-                g_ypre = g_y * cm + g_zb * sm
-                g_zpre = g_zb * cm - g_y * sm
-                g_norm = -(g_ypre * y_pre + g_zpre * z_pre) * inv
-                g_m0 = g_zpre * inv + g_norm
-                g_m1 = g_norm - g_zpre * inv
-                g_yy = g_ypre * y * inv
-                g_e0 = g_yy * e1 + 2.0 * e0 * q0 * g_m0
-                g_e1 = g_yy * e0 + 2.0 * e1 * q1 * g_m1
-                g_q0 = g_m0 * e0 * e0 + g_p * s0 * s0
-                g_q1 = g_m1 * e1 * e1 + g_p * s1 * s1
-                g_y = g_ypre * e0 * e1 * inv
-                g_zb = 0.5 * (g_q0 - g_q1)
-                g_a0 = 0.5 * (g_e0 * de0 + 2.0 * g_p * q0 * s0 * c0)
-                g_a1 = 0.5 * (g_e1 * de1 + 2.0 * g_p * q1 * s1 * c1)
-                g_phi = g_a0 + g_a1
-                acc_ent[e] += g_a1
+                for j in range(n):
+                    a0, b0 = sines[t, j], cosines[t, j]
+                    a1 = a0 * ce[j] + b0 * se[j]
+                    b1 = b0 * ce[j] - a0 * se[j]
+                    p0 = half * (one + zs[t, j])
+                    p1 = one - p0
+                    f = fired[t, b, j] != 0
+                    e0 = a0 if f else b0
+                    e1 = a1 if f else b1
+                    m0 = e0 * e0 * p0
+                    m1 = e1 * e1 * p1
+                    inv = one / (m0 + m1)
+                    z_pre = (m0 - m1) * inv
+                    y_pre = e0 * e1 * ys[t, j] * inv
+                    ys[t + 1, j] = y_pre * cm[j] - z_pre * sm[j]
+                    zs[t + 1, j] = y_pre * sm[j] + z_pre * cm[j]
+        g_y = np.zeros_like(ce)  # gradient of the memory after the step being processed
+        g_zb = np.zeros_like(ce)
+        for t in range(steps - 1, -1, -1):
+            if mode == 0:
+                for j in range(n):
+                    a0, b0 = sines[t, j], cosines[t, j]
+                    a1 = a0 * ce[j] + b0 * se[j]
+                    b1 = b0 * ce[j] - a0 * se[j]
+                    y = ys[t, j]
+                    p0 = half * (one + zs[t, j])
+                    p1 = one - p0
+                    p = p0 * (a0 * a0) + p1 * (a1 * a1)
+                    slope = p * (one - p) if sigmoid_surrogate else one
+                    g_p = g_spikes[t, b, j] * slope
+                    if has_g_probs:
+                        g_p += g_probs[t, b, j]
+                    f = fired[t, b, j] != 0
+                    e0 = a0 if f else b0
+                    e1 = a1 if f else b1
+                    de0 = b0 if f else -a0
+                    de1 = b1 if f else -a1
+                    m0 = e0 * e0 * p0
+                    m1 = e1 * e1 * p1
+                    inv = one / (m0 + m1)
+                    z_pre = (m0 - m1) * inv
+                    y_pre = e0 * e1 * y * inv
+                    gy, gzb = g_y[j], g_zb[j]
+                    acc_mem[b, j] += gzb * ys[t + 1, j] - gy * zs[t + 1, j]
+                    g_ypre = gy * cm[j] + gzb * sm[j]
+                    g_zpre = gzb * cm[j] - gy * sm[j]
+                    g_norm = -(g_ypre * y_pre + g_zpre * z_pre) * inv
+                    g_m0 = g_zpre * inv + g_norm
+                    g_m1 = g_norm - g_zpre * inv
+                    g_yy = g_ypre * y * inv
+                    g_e0 = g_yy * e1 + two * e0 * p0 * g_m0
+                    g_e1 = g_yy * e0 + two * e1 * p1 * g_m1
+                    g_q0 = g_m0 * e0 * e0 + g_p * a0 * a0
+                    g_q1 = g_m1 * e1 * e1 + g_p * a1 * a1
+                    g_y[j] = g_ypre * e0 * e1 * inv
+                    g_zb[j] = half * (g_q0 - g_q1)
+                    g_a0 = half * (g_e0 * de0 + two * g_p * p0 * a0 * b0)
+                    g_a1 = half * (g_e1 * de1 + two * g_p * p1 * a1 * b1)
+                    g_phi = g_a0 + g_a1
+                    acc_ent[b, j] += g_a1
+                    acc_in[b, j] += g_phi
+                    g_z[t, b, j] = g_phi * (pi_above if z[t, b, j] > zero else pi_below)
             else:
-                last = spikes[t - 1, e] if (mode == 2 and t > 0) else 0.0
-                # d sin^2(a/2) / da = sin(a)/2 = sin(a/2) cos(a/2)
-                g_phi = g_p * half_sin[t, e] * half_cos[t, e]
-                acc_ent[e] += g_phi * last
-            acc_in[e] += g_phi
-            g_z[t, e] = math.pi * g_phi if zz > 0 else math.pi * leak * g_phi
+                for j in range(n):
+                    a0, b0 = sines[t, j], cosines[t, j]
+                    prev = mode == 2 and t > 0 and fired[t - 1, b, j] != 0
+                    a = a0 * ce[j] + b0 * se[j] if prev else a0
+                    c = b0 * ce[j] - a0 * se[j] if prev else b0
+                    p = a * a
+                    slope = p * (one - p) if sigmoid_surrogate else one
+                    g_p = g_spikes[t, b, j] * slope
+                    if has_g_probs:
+                        g_p += g_probs[t, b, j]
+                    # d sin^2(a/2) / da = sin(a/2) cos(a/2)
+                    g_phi = g_p * a * c
+                    if prev:
+                        acc_ent[b, j] += g_phi
+                    acc_in[b, j] += g_phi
+                    g_z[t, b, j] = g_phi * (pi_above if z[t, b, j] > zero else pi_below)
     return g_z, acc_in, acc_ent, acc_mem
+
+
+@numba.njit(parallel=True, **_OPTS)
+def spike_rows(x: Array, limit: int) -> tuple[I64, I64, Array]:  # pragma: no cover - compiled
+    """The non-zero entries of ``x (R, D)`` row by row (CSR): ``indptr (R + 1,)``, ``indices (nnz,)`` and
+    ``values (nnz,)``, columns in increasing order within a row. If there are more than ``limit``
+    non-zeros only ``indptr`` is filled (``indices`` and ``values`` are empty)."""
+    rows, width = x.shape
+    counts = np.zeros(rows + 1, dtype=np.int64)
+    for r in numba.prange(rows):
+        c = 0
+        for q in range(width):
+            if x[r, q] != 0:
+                c += 1
+        counts[r + 1] = c
+    indptr = np.cumsum(counts)
+    size = indptr[rows] if indptr[rows] <= limit else 0
+    indices = np.empty(size, dtype=np.int64)
+    values = np.empty(size, dtype=x.dtype)
+    if size == 0:
+        return indptr, indices, values
+    for r in numba.prange(rows):
+        k = indptr[r]
+        for q in range(width):
+            if x[r, q] != 0:
+                indices[k] = q
+                values[k] = x[r, q]
+                k += 1
+    return indptr, indices, values
+
+
+@numba.njit(parallel=True, **_OPTS)
+def sparse_dense(
+    indptr: I64, indices: I64, values: Array, table: Array, init: Array, has_init: bool, out: Array
+) -> None:  # pragma: no cover - compiled
+    """``out[l, :] = init + sum_k values[k] * table[indices[k], :]`` over the entries ``k`` of list ``l``
+    (CSR lists ``indptr (L + 1,)``, ``indices``, ``values``; ``table (M, n)``, ``init (n,)``, ``out (L, n)``,
+    any strides).
+
+    Columns are processed in blocks of :data:`BLOCK`, in parallel: the block of ``table`` is copied into a
+    contiguous ``(M, BLOCK)`` buffer (kept in cache) and every list adds its rows four at a time into a
+    block-sized accumulator.
+    """
+    rows, n = table.shape
+    lists = indptr.shape[0] - 1
+    blocks = (n + BLOCK - 1) // BLOCK
+    for blk in numba.prange(blocks):
+        lo = blk * BLOCK
+        size = min(BLOCK, n - lo)
+        buf = np.empty((rows, size), dtype=table.dtype)
+        for m in range(rows):
+            for c in range(size):
+                buf[m, c] = table[m, lo + c]
+        acc = np.empty(size, dtype=table.dtype)
+        for lst in range(lists):
+            for c in range(size):
+                acc[c] = init[lo + c] if has_init else table.dtype.type(0)
+            k, stop = indptr[lst], indptr[lst + 1]
+            while k + 3 < stop:
+                v0, v1, v2, v3 = values[k], values[k + 1], values[k + 2], values[k + 3]
+                r0, r1, r2, r3 = buf[indices[k]], buf[indices[k + 1]], buf[indices[k + 2]], buf[indices[k + 3]]
+                for c in range(size):
+                    acc[c] += (v0 * r0[c] + v1 * r1[c]) + (v2 * r2[c] + v3 * r3[c])
+                k += 4
+            while k < stop:
+                v0, r0 = values[k], buf[indices[k]]
+                for c in range(size):
+                    acc[c] += v0 * r0[c]
+                k += 1
+            for c in range(size):
+                out[lst, lo + c] = acc[c]
+
+
+@numba.njit(cache=True)
+def transpose_lists(indptr: I64, indices: I64, values: Array, width: int) -> tuple[I64, I64, Array]:  # pragma: no cover
+    """CSR lists by row -> by column (``width`` columns): the column view of the same entries, rows in
+    increasing order within a column."""
+    counts = np.zeros(width + 1, dtype=np.int64)
+    for k in range(indices.shape[0]):
+        counts[indices[k] + 1] += 1
+    col_ptr = np.cumsum(counts)
+    fill = col_ptr[:-1].copy()
+    rows = np.empty(indices.shape[0], dtype=np.int64)
+    col_values = np.empty(indices.shape[0], dtype=values.dtype)
+    for r in range(indptr.shape[0] - 1):
+        for k in range(indptr[r], indptr[r + 1]):
+            q = indices[k]
+            rows[fill[q]] = r
+            col_values[fill[q]] = values[k]
+            fill[q] += 1
+    return col_ptr, rows, col_values
+
+
+def match_torch_threads() -> None:
+    """Run numba's parallel loops on as many threads as torch's intra-op pool (at most numba's maximum)."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to serve blocks up to 32 MiB from its heap and keep freed memory mapped.
+
+    A training step allocates and frees the same (T, B, n) arrays every time; by default glibc maps blocks
+    above a (dynamic) threshold afresh and returns freed heap memory to the system, so each step pays a page
+    fault per 4 KiB page it touches (measured here: 20 ms of a 23 ms kernel call). Called once by the
+    training loop and the benchmarks; process-wide. Returns False where the C library has no ``mallopt``.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError, TypeError):
+        return False

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from sqsnn import synapses
 from sqsnn.neuron import MemoryMode, SQSParams, Surrogate, check_mode, check_surrogate, sqs_layer
 
 
@@ -151,11 +152,11 @@ class SQSLayer(nn.Module):
 
     def currents(self, x: Tensor, direct_x: Tensor | None = None) -> Tensor:
         """Input currents ``(T, B, out)`` from spikes ``x (T, B, in)`` (and ``direct_x (T, B, direct_in)``)."""
-        z = torch.nn.functional.linear(x, self.weight, self.bias)
+        z = synapses.linear(x, self.weight, self.bias)
         if self.direct_weight is not None:
             if direct_x is None:
                 raise ValueError("this layer has direct synapses: pass the encoded input as direct_x")
-            z = z + torch.nn.functional.linear(direct_x, self.direct_weight)
+            z = z + synapses.linear(direct_x, self.direct_weight)
         return z
 
 
@@ -186,10 +187,11 @@ class SQSNetwork(SpikingNetwork):
         )
 
     def forward(self, x: Tensor, generator: torch.Generator | None) -> NetworkOutput:
-        """Run all layers single-shot on encoded input ``x (T, B, sizes[0])``."""
+        """Run all layers single-shot on encoded input ``x (T, B, sizes[0])`` (cast to the parameters' dtype)."""
         if x.dim() != 3 or x.shape[-1] != self.config.sizes[0]:
             raise ValueError(f"input must be (T, B, {self.config.sizes[0]}); got {tuple(x.shape)}")
         spikes, probs = [], []
+        x = x.to(next(self.parameters()).dtype)
         h = x
         for layer in self.layers:
             assert isinstance(layer, SQSLayer)

@@ -192,9 +192,82 @@ def sqs_step(
     return _with_surrogate(hard, p, surrogate), p, next_state(z, state, params, mode, hard, leak=leak)
 
 
-def _numpy(t: Tensor) -> Any:
-    """A float64, C-contiguous numpy view (or copy) of a CPU tensor."""
-    return t.detach().to(torch.float64).contiguous().numpy()
+def kernel_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the fused kernels compute in for tensors of ``dtype``: float32 stays, others are float64."""
+    return torch.float32 if dtype == torch.float32 else torch.float64
+
+
+class _Trajectory(NamedTuple):
+    """What :func:`_kernel_forward` returns: the sampled layer and what its backward pass needs."""
+
+    spikes: Tensor  # (T, B, n)
+    probs: Tensor  # (T, B, n)
+    bloch_y: Tensor  # (T, B, n) memory entering each step when recorded (mode quantum), else empty
+    bloch_z: Tensor
+    saved: tuple[Any, ...]  # numpy arrays: z, fired, offset_half, ce, se, cm, sm
+
+
+def _kernel_forward(z: Tensor, params: SQSParams, mode: str, u: Tensor, record: bool) -> _Trajectory:
+    """Forward pass of a whole sample on the CPU (:func:`sqsnn.kernels.neuron_forward`) in
+    ``kernel_dtype(z.dtype)``, spikes decided by the uniforms ``u (T, B, n)`` (any floating dtype)."""
+    from sqsnn import kernels
+
+    kernels.match_torch_threads()
+    dtype = kernel_dtype(z.dtype)
+    te, tm, ti = (a.detach().to(torch.float64) for a in params)
+    offset_half = (0.5 * (tm + ti if mode == "official" else ti)).contiguous().numpy()
+    per_neuron = [
+        f.to(dtype).contiguous().numpy() for f in (torch.cos(0.5 * te), torch.sin(0.5 * te), tm.cos(), tm.sin())
+    ]
+    z_np = z.detach().to(dtype).contiguous().numpy()
+    spikes, probs, fired, ys, zs, out_of_range = kernels.neuron_forward(
+        z_np, u.detach().contiguous().numpy(), offset_half, *per_neuron, kernels.MODE_CODES[mode], record
+    )
+    if out_of_range:
+        raise ValueError(
+            f"{out_of_range} currents are not finite or give an angle beyond {kernels.ANGLE_LIMIT:g} rad "
+            "(pi * max(z, 0) / 2 + the neuron's offset)"
+        )
+    saved = (z_np, fired, offset_half, *per_neuron)
+    tensors = [torch.from_numpy(a) for a in (spikes, probs, ys, zs)]
+    return _Trajectory(tensors[0], tensors[1], tensors[2], tensors[3], saved)
+
+
+def _kernel_backward(
+    saved: tuple[Any, ...], g_spikes: Tensor | None, g_probs: Tensor | None, mode: str, surrogate: str, leak: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """BPTT through :func:`_kernel_forward`'s trajectory: ``(g_z (T, B, n), g_theta_ent, g_theta_mem,
+    g_theta_in)`` (each angle ``(n,)``), in the kernels' dtype; a missing gradient counts as 0."""
+    from sqsnn import kernels
+
+    kernels.match_torch_threads()
+    z_np, fired, offset_half, ce, se, cm, sm = saved
+    dtype = torch.from_numpy(z_np[:0]).dtype
+    g_s = torch.zeros(z_np.shape, dtype=dtype) if g_spikes is None else g_spikes.to(dtype).contiguous()
+    g_p = torch.zeros(1, 1, 1, dtype=dtype) if g_probs is None else g_probs.to(dtype).contiguous()
+    g_z, acc_in, acc_ent, acc_mem = kernels.neuron_backward(
+        z_np,
+        fired,
+        g_s.numpy(),
+        g_p.numpy(),
+        g_probs is not None,
+        offset_half,
+        ce,
+        se,
+        cm,
+        sm,
+        kernels.MODE_CODES[mode],
+        surrogate == "sigmoid",
+        math.pi * float(leak),
+    )
+    g_in = torch.from_numpy(acc_in).sum(0)
+    if mode == "quantum":
+        g_ent, g_mem = torch.from_numpy(acc_ent).sum(0), torch.from_numpy(acc_mem).sum(0)
+    elif mode == "official":
+        g_ent, g_mem = torch.from_numpy(acc_ent).sum(0), g_in
+    else:
+        g_ent, g_mem = torch.zeros_like(g_in), torch.zeros_like(g_in)
+    return torch.from_numpy(g_z), g_ent, g_mem, g_in
 
 
 class _SQSLayerFn(torch.autograd.Function):
@@ -212,63 +285,50 @@ class _SQSLayerFn(torch.autograd.Function):
         generator: torch.Generator | None,
         leak: float,
     ) -> tuple[Tensor, Tensor]:
-        from sqsnn import kernels
-
-        steps, batch, n = z.shape
         # one draw for all steps: the CPU generator fills it in order, so these are the same numbers as
         # sqs_step's T successive (B, n) draws (tested)
-        u = torch.rand((steps, batch, n), generator=generator, dtype=torch.float64)
-        angles = [_numpy(a) for a in (theta_ent, theta_mem, theta_in)]
-        z_np = _numpy(z).reshape(steps, batch * n)
-        spikes, probs, *memory = kernels.layer_forward(  # type: ignore[call-arg]
-            z_np, u.numpy().reshape(steps, batch * n), *angles, kernels.MODE_CODES[mode]
-        )
-        ctx.arrays = (z_np, spikes, probs, *memory, *angles)
-        ctx.mode = mode
-        ctx.surrogate = surrogate
-        ctx.leak = leak
-        ctx.shape = (steps, batch, n)
-        ctx.dtype = z.dtype
-        as_tensor = [torch.from_numpy(a).reshape(steps, batch, n).to(z.dtype) for a in (spikes, probs)]
-        return as_tensor[0], as_tensor[1]
+        u = torch.rand(z.shape, generator=generator, dtype=kernel_dtype(z.dtype))
+        run = _kernel_forward(z, SQSParams(theta_ent, theta_mem, theta_in), mode, u, record=False)
+        ctx.set_materialize_grads(False)
+        ctx.saved = run.saved
+        ctx.options = (mode, surrogate, leak)
+        ctx.dtypes = (z.dtype, theta_ent.dtype, theta_mem.dtype, theta_in.dtype)
+        return run.spikes.to(z.dtype), run.probs.to(z.dtype)
 
     @staticmethod
-    def backward(ctx: Any, g_spikes: Tensor, g_probs: Tensor) -> tuple[Tensor | None, ...]:
-        from sqsnn import kernels
+    def backward(ctx: Any, g_spikes: Tensor | None, g_probs: Tensor | None) -> tuple[Tensor | None, ...]:
+        if g_spikes is None and g_probs is None:
+            return (None,) * 8
+        grads = _kernel_backward(ctx.saved, g_spikes, g_probs, *ctx.options)
+        return (*(g.to(dtype) for g, dtype in zip(grads, ctx.dtypes, strict=True)), None, None, None, None)
 
-        z_np, spikes, probs, ys, zs, half_sin, half_cos, te, tm, ti = ctx.arrays
-        steps, batch, n = ctx.shape
-        flat = (steps, batch * n)
-        g_z, acc_in, acc_ent, acc_mem = kernels.layer_backward(
-            z_np,
-            spikes,
-            probs,
-            ys,
-            zs,
-            half_sin,
-            half_cos,
-            _numpy(g_spikes).reshape(flat),
-            _numpy(g_probs).reshape(flat),
-            te,
-            tm,
-            ti,
-            kernels.MODE_CODES[ctx.mode],
-            ctx.surrogate == "sigmoid",
-            float(ctx.leak),
-        )
 
-        def per_neuron(acc: Any) -> Tensor:
-            return torch.from_numpy(acc).reshape(batch, n).sum(0).to(ctx.dtype)
-
-        g_in = per_neuron(acc_in)
-        if ctx.mode == "quantum":
-            g_ent, g_mem = per_neuron(acc_ent), per_neuron(acc_mem)
-        elif ctx.mode == "official":
-            g_ent, g_mem = per_neuron(acc_ent), g_in
-        else:
-            g_ent, g_mem = torch.zeros_like(g_in), torch.zeros_like(g_in)
-        g_z_t = torch.from_numpy(g_z).reshape(steps, batch, n).to(ctx.dtype)
-        return g_z_t, g_ent, g_mem, g_in, None, None, None, None
+def sqs_layer_trace(
+    z: Tensor, params: SQSParams, mode: MemoryMode, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor, SQSState]:
+    """:func:`sqs_layer` without gradients that also returns the memory entering every step (the record the
+    local rule needs): ``(spikes, probs, state)``, state fields ``(T, B, n)``. Same draws, same spikes.
+    Runs the fused kernels on the CPU, :func:`sqs_step` in a loop elsewhere."""
+    check_mode(mode)
+    if z.device.type != "cpu":
+        state = initial_state(z.shape[1], z.shape[2], dtype=z.dtype, device=z.device)
+        records, sampled, probabilities = [], [], []
+        with torch.no_grad():
+            for z_t in z:
+                records.append(state)
+                s, p, state = sqs_step(z_t, state, params, mode, generator)
+                sampled.append(s)
+                probabilities.append(p)
+        stacked = SQSState(*(torch.stack(field) for field in zip(*records, strict=True)))
+        return torch.stack(sampled), torch.stack(probabilities), stacked
+    u = torch.rand(z.shape, generator=generator, dtype=kernel_dtype(z.dtype))
+    run = _kernel_forward(z, params, mode, u, record=True)
+    spikes, probs = run.spikes.to(z.dtype), run.probs.to(z.dtype)
+    last = torch.cat([torch.zeros_like(spikes[:1]), spikes[:-1]])
+    if mode == "quantum":
+        return spikes, probs, SQSState(run.bloch_y.to(z.dtype), run.bloch_z.to(z.dtype), last)
+    zeros = torch.zeros_like(spikes)
+    return spikes, probs, SQSState(zeros, torch.ones_like(zeros), last)
 
 
 def _stepwise_layer(

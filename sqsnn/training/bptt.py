@@ -60,6 +60,7 @@ __all__ = [
 
 Schedule = Literal["constant", "cosine"]
 LrScaling = Literal["fan_in", "none"]
+DType = Literal["float64", "float32"]
 REFERENCE_FAN_IN = 1000
 
 
@@ -82,6 +83,8 @@ class TrainConfig:
             ``none`` (every parameter at ``lr``).
         rate_penalty: lambda >= 0 of the spike-rate penalty added to the training loss (see
             :func:`batch_loss`); 0 turns it off.
+        dtype: ``float64`` or ``float32``: :func:`train` converts the model's parameters (in place) and the
+            data to it, so that encoding, the forward and backward passes and Adam all run in that precision.
     """
 
     epochs: int = 5
@@ -96,6 +99,7 @@ class TrainConfig:
     schedule: Schedule = "cosine"
     lr_scaling: LrScaling = "fan_in"
     rate_penalty: float = 0.0
+    dtype: DType = "float64"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "T", "eval_batch_size"):
@@ -107,6 +111,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be 'constant' or 'cosine'; got {self.schedule!r}")
         if self.lr_scaling not in ("fan_in", "none"):
             raise ValueError(f"lr_scaling must be 'fan_in' or 'none'; got {self.lr_scaling!r}")
+        if self.dtype not in ("float64", "float32"):
+            raise ValueError(f"dtype must be 'float64' or 'float32'; got {self.dtype!r}")
         if not 0 < self.p_max <= 1:
             raise ValueError(f"p_max must be in (0, 1]; got {self.p_max}")
         if self.lr <= 0 or self.logit_scale <= 0:
@@ -143,7 +149,8 @@ def train(
     on_batch: Callable[[int, int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``data`` with surrogate-gradient BPTT and Adam.
+    """Train ``model`` on ``data`` with surrogate-gradient BPTT and Adam, in ``config.dtype`` (the model is
+    converted in place).
 
     Args:
         resume: continue after the checkpoint's epoch (model, optimiser and generator restored).
@@ -151,7 +158,9 @@ def train(
         on_batch: called after every batch with ``(epoch, batch_index, loss)``.
         should_stop: polled between batches; True raises :class:`TrainingStopped`.
     """
-    settings = LoopSettings.of(config, loss=config.loss, logit_scale=config.logit_scale)
+    settings = LoopSettings.of(config, loss=config.loss, logit_scale=config.logit_scale, dtype=config.dtype)
+    if isinstance(model, nn.Module):
+        model.to(getattr(torch, config.dtype))
     gen = torch.Generator().manual_seed(config.seed)
     learner = _AdamLearner(model, config, gen, math.ceil(len(data.y_train) / config.batch_size))
     return run_epochs(

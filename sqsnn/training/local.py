@@ -48,7 +48,7 @@ from torch import Tensor
 
 from sqsnn.datasets import Dataset
 from sqsnn.network import SQSLayer, SQSNetwork, predict_from_output
-from sqsnn.neuron import SQSParams, SQSState, initial_state, sqs_step
+from sqsnn.neuron import SQSParams, SQSState, sqs_layer_trace
 from sqsnn.training.estimators import (
     LayerGradient,
     LocalObjective,
@@ -218,16 +218,9 @@ def record_forward(
             traces.append(LayerTrace(u, groups, path.state, observed, path.probs))
             below = observed
             continue
-        state = initial_state(x.shape[1], z.shape[-1], dtype=z.dtype, device=z.device)
-        states, sampled, probs = [], [], []
-        for z_t in z:
-            states.append(state)
-            s, p, state = sqs_step(z_t, state, layer.params(), mode, generator)
-            sampled.append(s)
-            probs.append(p)
-        stacked = SQSState(*(torch.stack(field) for field in zip(*states, strict=True)))
-        traces.append(LayerTrace(u, groups, stacked, torch.stack(sampled), torch.stack(probs)))
-        below = traces[-1].spikes
+        sampled, probs, stacked = sqs_layer_trace(z, layer.params(), mode, generator)
+        traces.append(LayerTrace(u, groups, stacked, sampled, probs))
+        below = sampled
     return traces
 
 

@@ -13,6 +13,7 @@ evaluated after every epoch and the last epoch's weights are kept.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from sqsnn import kernels
 from sqsnn.datasets import Dataset
 from sqsnn.encoders import encode
 from sqsnn.training.results import (
@@ -52,7 +54,8 @@ class LoopSettings:
     """What the loop needs from a trainer's configuration.
 
     ``runs_per_sample`` is how many forward runs each training sample makes (the training accuracy's
-    denominator); ``loss`` and ``logit_scale`` only shape the reported test loss.
+    denominator); ``loss`` and ``logit_scale`` only shape the reported test loss; ``dtype`` (``float64`` or
+    ``float32``) is the precision the data are converted to before encoding.
     """
 
     epochs: int
@@ -63,6 +66,7 @@ class LoopSettings:
     runs_per_sample: int = 1
     loss: str = "counts"
     logit_scale: float = 5.0
+    dtype: str = "float64"
 
     @classmethod
     def of(cls, config: Any, **extra: Any) -> LoopSettings:
@@ -96,6 +100,8 @@ def run_epochs(
         metrics = list(resume.metrics)
         best_state = resume.best_model_state
         first_epoch = resume.epoch + 1
+    data = with_dtype(data, getattr(torch, settings.dtype))
+    kernels.keep_freed_memory()
     n_train = len(data.y_train)
     n_batches = math.ceil(n_train / settings.batch_size)
     for epoch in range(first_epoch, settings.epochs + 1):
@@ -139,6 +145,16 @@ def run_epochs(
             )
             on_epoch(metrics[-1], checkpoint)
     return _final_result(model, data, settings, generator, metrics, best_state)
+
+
+def with_dtype(data: Dataset, dtype: torch.dtype) -> Dataset:
+    """``data`` with its inputs (train, validation, test) converted to ``dtype`` (the same object if they
+    already are)."""
+    if data.x_train.dtype == dtype:
+        return data
+
+    x_val = None if data.x_val is None else data.x_val.to(dtype)
+    return dataclasses.replace(data, x_train=data.x_train.to(dtype), x_test=data.x_test.to(dtype), x_val=x_val)
 
 
 def _snapshot(model: nn.Module) -> dict[str, Any]:
