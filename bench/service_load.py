@@ -258,7 +258,8 @@ def main() -> None:
         bare_proc, bare_url = serve(["bench.service_load:bare"], env, args.workers)
         procs += [app_proc, bare_proc]
         seed_ids = [
-            httpx.post(f"{app_url}/v1/jobs", json=job_body(i), headers=auths[0]).json()["id"] for i in range(20)
+            httpx.post(f"{app_url}/v1/jobs", json=job_body(i), headers=auths[0], timeout=60).json()["id"]
+            for i in range(20)
         ]
         sse_job = seed_ids[0]
 
