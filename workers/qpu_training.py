@@ -28,7 +28,9 @@ backend and turns each call into one recorded provider submission:
 Adopting after a restart: a key whose row is ``train_waiting`` or ``done`` is fetched again from the provider by
 its stored job ids (no new provider job; the provider keeps the results: IBM with the job, Braket in S3); a
 ``train_pending`` row (the worker died around the provider call) is submitted again under its key, which the
-provider de-duplicates. Training rows keep their own statuses, outside the QPU state machine's open ones
+provider de-duplicates. Status changes are compare-and-set under the row lock, so two attempts that overlap
+(a lease that lapsed while its worker still ran) share the rows and never move one back. Training rows keep
+their own statuses, outside the QPU state machine's open ones
 (:data:`workers.hardware.OPEN`): the training job's lease owns them, not the submission poller, and when the
 lease expires the reaper re-enqueues the job, whose next attempt adopts them.
 """
@@ -212,13 +214,16 @@ class RecordedBackend(BaseBackend):
                 return int(again.id), str(again.status), again.payload
             return int(row.id), PENDING, None
 
-    def _update(self, row_id: int, **values: Any) -> None:
+    def _update(self, row_id: int, expect: tuple[str, ...] = (PENDING, WAITING), **values: Any) -> None:
+        """Set ``values`` on the row while its status is one of ``expect`` (compare-and-set under the row lock:
+        an attempt that overlapped this one, its lease lapsed, may have moved the row on already)."""
         with session_scope(self.ctx.sessions) as s:
             row = s.get(HardwareSubmission, row_id, with_for_update=True)
             assert row is not None
-            for name, value in values.items():
-                setattr(row, name, value)
-            row.polled_at = utcnow()
+            if row.status in expect:
+                for name, value in values.items():
+                    setattr(row, name, value)
+                row.polled_at = utcnow()
             s.commit()
 
     # --- the provider -------------------------------------------------------------------------------------
@@ -252,6 +257,7 @@ class RecordedBackend(BaseBackend):
             self.session_id = submitted.session_id
         self._update(
             row_id,
+            (PENDING,),
             status=WAITING,
             provider_job_id=shown[0] if shown else None,
             tags=shown,
