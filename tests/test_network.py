@@ -90,6 +90,19 @@ def test_training_learns_and_resumes_from_a_checkpoint() -> None:
     assert (resumed.best_epoch, resumed.test_accuracy) == (full.best_epoch, full.test_accuracy)
 
 
+def test_float32_training_runs_in_float32_and_learns() -> None:
+    """TrainConfig(dtype="float32") converts the model and trains it well above chance (its own sampling
+    stream: float32 uniforms are other numbers than float64's, so the runs differ)."""
+    data = load_dataset("digits", classes=[0, 1])
+    net = SQSNetwork(NetworkConfig(sizes=[64, 16, 2], seed=5))
+    result = train(net, data, TrainConfig(epochs=6, batch_size=8, lr=1e-3, loss="probs", seed=4, dtype="float32"))
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    # chance is 1/2; P(Binomial(72, 1/2) >= 0.75 * 72) < 2e-5
+    assert result.test_accuracy >= 0.75
+    with pytest.raises(ValueError, match="dtype"):
+        TrainConfig(dtype="float16")  # type: ignore[arg-type]
+
+
 def test_the_best_validation_epoch_is_kept_and_the_test_split_evaluated_once_with_it() -> None:
     data = load_dataset("digits", limit_train=400)
     config = TrainConfig(epochs=5, batch_size=16, lr=2e-2, loss="probs", seed=1)
