@@ -14,7 +14,9 @@ processes on a shared machine) and the load average.
 ``--densities 0.02,0.05,...`` instead times the first layer's synapses (forward + weight gradient) dense
 and event-driven over input densities: where they cross is :data:`sqsnn.synapses.EVENT_DENSITY`.
 
-On a shared machine ``--threads 1 --clock cpu`` gives the steadiest comparison (CPU time of one thread).
+On a shared machine run it with ``OMP_WAIT_POLICY=PASSIVE`` (torch's and numba's OpenMP threads otherwise
+spin between parallel regions and the timings measure the contention); ``--threads 1 --clock cpu`` gives
+the CPU time of one thread.
 Usage: ``python bench/train_throughput.py [--threads 2] [--repeats 10] [--dtypes float64,float32]
 [--clock wall|cpu] [--densities 0.02,0.05,0.1,0.15,0.2,0.3]``.
 """
