@@ -62,16 +62,17 @@ def claim(settings: Settings, job_id: str, token: str) -> bool:
         if job is None or job.state in TERMINAL_STATES:
             return False
         now = utcnow()
-        if job.cancel_requested:
-            ev = set_state(s, job, "cancelled", reason="cancelled before it started")
-            commit_and_publish(s, settings.pubsub_url, [ev])
-            return False
         if job.state == "running" and job.lease_owner is None and job.substate in QPU_SUBSTATES:
-            return False  # submitted to a QPU: the hardware poller owns it now
+            return False  # submitted to a QPU: the hardware poller owns it now (and cancels the provider job)
         expires = aware(job.lease_expires_at)
         if job.state == "running" and job.lease_owner not in (None, token) and expires and expires > now:
-            return False
+            return False  # alive in another worker, which sees the cancel request itself
         resumed = job.state == "running"
+        if job.cancel_requested:
+            reason = "cancelled by its owner" if resumed else "cancelled before it started"
+            ev = set_state(s, job, "cancelled", reason=reason)
+            commit_and_publish(s, settings.pubsub_url, [ev])
+            return False
         job.lease_owner = token
         job.lease_expires_at = now + timedelta(seconds=settings.lease_s)
         job.attempts += 1

@@ -140,3 +140,30 @@ def test_local_rule_training_job(client, worker, train_body, wait_for) -> None:
     assert [m["epoch"] for m in job["epochs"]] == [1, 2]
     model_id = client.get(f"/v1/jobs/{job_id}/result").json()["result"]["model_id"]
     assert client.get(f"/v1/models/{model_id}").json()["config"]["training"]["estimator"] == "chain"
+
+
+def test_a_redelivered_task_leaves_a_live_cancelled_job_to_its_worker(client, served, settings, train_body) -> None:
+    """A second delivery of a running job's task (broker redelivery, the reaper) must not end it while another
+    worker holds a live lease: that worker sees the cancel request. Once the lease lapses (the worker died),
+    the claim ends it as cancelled by its owner, since it had started."""
+    from datetime import timedelta
+
+    from workers.context import claim
+    from workers.models import Job, utcnow
+
+    job_id = client.post("/v1/jobs", json=train_body()).json()["id"]
+    sessions = served.app.state.sessions
+    with sessions() as s:
+        job = s.get(Job, job_id)
+        job.state, job.lease_owner, job.cancel_requested = "running", "elsewhere:1:task", True
+        job.lease_expires_at = utcnow() + timedelta(seconds=60)
+        s.commit()
+    assert not claim(settings, job_id, "here:2:task")
+    assert client.get(f"/v1/jobs/{job_id}").json()["state"] == "running"
+
+    with sessions() as s:
+        s.get(Job, job_id).lease_expires_at = utcnow() - timedelta(seconds=1)
+        s.commit()
+    assert not claim(settings, job_id, "here:2:task")
+    job_view = client.get(f"/v1/jobs/{job_id}").json()
+    assert (job_view["state"], job_view["failure_reason"]) == ("cancelled", "cancelled by its owner")
