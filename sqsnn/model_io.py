@@ -56,7 +56,11 @@ def model_bytes(model: nn.Module, **metadata: Any) -> bytes:
         "config": model.describe(),  # type: ignore[operator]
         "metadata": metadata,
     }
-    tensors = {name: t.detach().contiguous() for name, t in model.state_dict().items()}
+    # the file stores floating tensors in float64: a model trained in float32 is widened exactly
+    tensors = {
+        name: (t.double() if t.is_floating_point() else t).detach().contiguous()
+        for name, t in model.state_dict().items()
+    }
     return dump_tensors(tensors, metadata={METADATA_KEY: json.dumps(description)})
 
 

@@ -46,6 +46,14 @@ def test_round_trip_keeps_every_weight_bit_for_bit_and_the_metadata(tmp_path: Pa
     assert all(torch.equal(t, ref[k]) for k, t in loaded.state_dict().items())
 
 
+def test_a_model_trained_in_float32_is_stored_widened_exactly_to_float64() -> None:
+    net = _net().to(torch.float32)
+    loaded, _ = model_from_bytes(model_bytes(net))
+    for name, t in loaded.state_dict().items():
+        assert t.dtype == torch.float64, name
+        assert torch.equal(t, net.state_dict()[name].double()), name
+
+
 def test_the_header_is_plain_json_naming_kind_config_and_tensors() -> None:
     header, description = read_header(model_bytes(_net()))
     assert description["kind"] == "sqsnn" and description["config"]["sizes"] == [6, 4, 3]
