@@ -123,6 +123,9 @@ def _key(settings: Settings, owner: str) -> str:
     return key
 
 
+API_APPLICATION = "sqsnn-load-api"
+
+
 @pytest.fixture(scope="module")
 def deployed(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, str, Settings]]:
     """Two API processes and a Celery worker (prefork x2, beat) on a database and a Redis database of their
@@ -138,7 +141,9 @@ def deployed(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
         migrate(ours)
         key = _key(ours, "load")
         worker = WorkerProcess(ours, tmp_path_factory.mktemp("worker") / "load.log", "load", beat=True)
-        api = Api(ours, workers=2, metrics_dir=tmp_path_factory.mktemp("prometheus"))
+        # the API's connections carry their own application_name: the worker shares the database
+        api_settings = ours.model_copy(update={"database_url": f"{base}/{name}?application_name={API_APPLICATION}"})
+        api = Api(api_settings, workers=2, metrics_dir=tmp_path_factory.mktemp("prometheus"))
         yield api, key, ours
     finally:
         if api is not None:
@@ -280,8 +285,9 @@ def test_100_open_sse_streams_hold_nothing_and_do_not_slow_listing(deployed) -> 
                     "AND state = 'idle in transaction'"
                 ).fetchone()[0]
                 held = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND application_name = %s",
+                    (API_APPLICATION,),
                 ).fetchone()[0]
             summary = _summary(await _latencies(api.url, auth, 300, 8))
             # one event per job: Redis wakes every stream (the fallback re-read is 30 s away)
