@@ -26,13 +26,18 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-JobState = Literal["queued", "running", "done", "failed", "cancelled"]
-FallbackPolicy = Literal["none", "aer", "exact"]
-CircuitMode = Literal["quantum", "memoryless", "official"]
+from sqsnn.neuron import MemoryMode
+
+ProviderState = Literal["queued", "running", "done", "failed", "cancelled"]
+"""A provider job's (IBM job, Braket task) state as sqsnn reads it; ``done`` where a job's own state
+(:data:`workers.models.JobState`) says ``succeeded``."""
+Fallback = Literal["none", "aer", "exact"]
+"""Where a job runs when its backend is unavailable: ``none`` fails it, ``aer`` / ``exact`` run there instead
+(the result records the backend used)."""
 
 # One explicit mapping from every provider's job/task state (IBM Runtime strings, the qiskit JobStatus
 # enum names of local mode, Braket task states) to ours.
-PROVIDER_STATES: dict[str, JobState] = {
+PROVIDER_STATES: dict[str, ProviderState] = {
     "INITIALIZING": "queued",
     "QUEUED": "queued",
     "VALIDATING": "queued",
@@ -47,8 +52,8 @@ PROVIDER_STATES: dict[str, JobState] = {
 }
 
 
-def normalise_state(raw: object) -> JobState:
-    """Map a provider state (string or enum with ``.name``) to :data:`JobState`."""
+def normalise_state(raw: object) -> ProviderState:
+    """Map a provider state (string or enum with ``.name``) to :data:`ProviderState`."""
     key = str(getattr(raw, "name", raw)).upper()
     try:
         return PROVIDER_STATES[key]
@@ -207,14 +212,14 @@ class Backend(Protocol):
         angles: np.ndarray,
         *,
         shots: int = 1,
-        mode: CircuitMode = "quantum",
+        mode: MemoryMode = "quantum",
         seed: int | None = None,
         idempotency_key: str | None = None,
         memory_angles: np.ndarray | None = None,
         session_id: str | None = None,
     ) -> SubmittedJob: ...
 
-    def poll(self, job: SubmittedJob) -> JobState: ...
+    def poll(self, job: SubmittedJob) -> ProviderState: ...
 
     def fetch(self, job: SubmittedJob) -> LayerResult: ...
 
@@ -230,7 +235,7 @@ class Backend(Protocol):
         angles: Any,
         *,
         shots: int = 1,
-        mode: CircuitMode = "quantum",
+        mode: MemoryMode = "quantum",
         seed: int | None = None,
         memory_angles: np.ndarray | None = None,
     ) -> LayerResult: ...

@@ -45,11 +45,10 @@ from backends.base import (
     BackendRefused,
     BackendUnavailable,
     Capabilities,
-    CircuitMode,
-    JobState,
     LayerEstimate,
     LayerResult,
     ProviderError,
+    ProviderState,
     QueueInfo,
     SubmittedJob,
     normalise_state,
@@ -69,6 +68,7 @@ from backends.options import BraketDeviceOptions, BraketOptions
 from backends.prices import braket_prices
 from backends.qasm import native_qasm, program_inputs
 from backends.redact import redact
+from sqsnn.neuron import MemoryMode
 
 LOCAL_DEVICES = {"sv": "braket_sv", "dm": "braket_dm"}
 _T = TypeVar("_T")
@@ -183,7 +183,7 @@ class BraketBackend(BaseBackend):
         )
 
     # --- submission ------------------------------------------------------------------------------------
-    def _program(self, n: int, steps: int, mode: CircuitMode, prepare: bool) -> tuple[LayerCircuit, str]:
+    def _program(self, n: int, steps: int, mode: MemoryMode, prepare: bool) -> tuple[LayerCircuit, str]:
         key = (n, steps, mode, prepare)
         if key not in self._programs:
             lc = self.layer_circuit(n, steps, mode, prepare)
@@ -307,11 +307,11 @@ class BraketBackend(BaseBackend):
     def _states(self, job: SubmittedJob) -> list[dict[str, Any]]:
         return self._parallel(self._describe, job.job_ids)
 
-    def poll(self, job: SubmittedJob) -> JobState:
+    def poll(self, job: SubmittedJob) -> ProviderState:
         if self.local:
             return "done" if job.local_key in self._local_results else "failed"
         states = {normalise_state(task["status"]) for task in self._states(job)}
-        order: tuple[JobState, ...] = ("failed", "cancelled", "running", "queued")
+        order: tuple[ProviderState, ...] = ("failed", "cancelled", "running", "queued")
         return next((state for state in order if state in states), "done")
 
     def queue_info(self, job: SubmittedJob) -> QueueInfo | None:

@@ -12,14 +12,14 @@ from backends.base import (
     Availability,
     BackendRefused,
     Capabilities,
-    CircuitMode,
-    JobState,
     LayerEstimate,
     LayerResult,
+    ProviderState,
     QueueInfo,
     SubmittedJob,
 )
 from backends.compiler import LayerCircuit, Layout, angles_array, chunk_bounds, compile_layer
+from sqsnn.neuron import MemoryMode
 
 
 def derive_seed(seed: int | None, *keys: int) -> int | None:
@@ -52,7 +52,7 @@ class LayerRequest:
     z: np.ndarray
     angles: np.ndarray
     shots: int
-    mode: CircuitMode
+    mode: MemoryMode
     seed: int | None
     idempotency_key: str | None
     memory_angles: np.ndarray | None
@@ -83,7 +83,7 @@ class BaseBackend:
     def availability(self) -> Availability:
         raise NotImplementedError
 
-    def poll(self, job: SubmittedJob) -> JobState:
+    def poll(self, job: SubmittedJob) -> ProviderState:
         raise NotImplementedError
 
     def fetch(self, job: SubmittedJob) -> LayerResult:
@@ -166,7 +166,7 @@ class BaseBackend:
         angles: Any,
         *,
         shots: int = 1,
-        mode: CircuitMode = "quantum",
+        mode: MemoryMode = "quantum",
         seed: int | None = None,
         idempotency_key: str | None = None,
         memory_angles: np.ndarray | None = None,
@@ -207,7 +207,7 @@ class BaseBackend:
             session_id=request.session_id,
         )
 
-    def layer_circuit(self, n: int, steps: int, mode: CircuitMode, prepare_memory: bool) -> LayerCircuit:
+    def layer_circuit(self, n: int, steps: int, mode: MemoryMode, prepare_memory: bool) -> LayerCircuit:
         """The circuit of ``n`` neurons over ``steps`` steps in this backend's layout (mode 'official' has none)."""
         if mode == "official":
             raise BackendRefused(f"{self.name}: mode 'official' is a classical neuron and has no circuit")
@@ -219,7 +219,7 @@ class BaseBackend:
         angles: Any,
         *,
         shots: int = 1,
-        mode: CircuitMode = "quantum",
+        mode: MemoryMode = "quantum",
         seed: int | None = None,
         memory_angles: np.ndarray | None = None,
     ) -> LayerResult:

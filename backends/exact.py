@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from backends.base import Availability, Capabilities, JobState, LayerResult, SubmittedJob
+from backends.base import Availability, Capabilities, LayerResult, ProviderState, SubmittedJob
 from backends.common import BaseBackend, LayerRequest
 from backends.options import ExactOptions
 from sqsnn.neuron import SQSParams, SQSState, sqs_layer, sqs_step
@@ -75,7 +75,7 @@ class ExactBackend(BaseBackend):
         self._results[job.local_key] = out
         return job
 
-    def poll(self, job: SubmittedJob) -> JobState:
+    def poll(self, job: SubmittedJob) -> ProviderState:
         return "done" if job.local_key in self._results else "failed"
 
     def fetch(self, job: SubmittedJob) -> LayerResult:

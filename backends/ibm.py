@@ -39,9 +39,9 @@ from backends.base import (
     Availability,
     BackendUnavailable,
     Capabilities,
-    JobState,
     LayerResult,
     ProviderError,
+    ProviderState,
     QueueInfo,
     SubmittedJob,
     normalise_state,
@@ -60,7 +60,7 @@ STATUS_HINTS = {
     403: "; not permitted for this instance or plan",
     409: "; refused in the current state (usage limit reached, job already final, session closed)",
 }
-DEAD: tuple[JobState, ...] = ("failed", "cancelled")  # states in which a tagged job does not count as submitted
+DEAD: tuple[ProviderState, ...] = ("failed", "cancelled")  # states in which a tagged job does not count as submitted
 T = TypeVar("T")
 
 
@@ -341,7 +341,7 @@ class IBMRuntimeBackend(QiskitBackend):
         self._jobs[job.local_key] = self._call("retrieving the job", lambda: self._service.job(job.job_ids[0]))
         return self._jobs[job.local_key]
 
-    def poll(self, job: SubmittedJob) -> JobState:
+    def poll(self, job: SubmittedJob) -> ProviderState:
         provider_job = self._job(job)
         return normalise_state(self._call("reading the job status", provider_job.status))
 

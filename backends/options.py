@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from backends.base import FallbackPolicy
+from backends.base import Fallback
 
 
 class _Strict(BaseModel):
@@ -83,7 +83,8 @@ class BraketDeviceOptions(BraketOptions):
 
 
 class Budget(_Strict):
-    """Limits enforced on the estimate before anything is submitted (None = unlimited)."""
+    """Upper bounds on a job's hardware use (None = unlimited): checked against the estimate before anything
+    is submitted and charged as submissions go; the job fails rather than exceed them."""
 
     max_shots: Annotated[int | None, Field(ge=1)] = None
     max_cost_usd: Annotated[float | None, Field(ge=0)] = None
@@ -92,5 +93,5 @@ class Budget(_Strict):
 class RunPolicy(_Strict):
     """Per-job policy: what to do when the requested backend is unavailable, and the budget."""
 
-    fallback: FallbackPolicy = "none"
+    fallback: Fallback = "none"
     budget: Budget = Budget()

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from qiskit import QuantumCircuit
 
-from backends.base import CircuitMode, JobState, LayerResult, SubmittedJob, normalise_state
+from backends.base import LayerResult, ProviderState, SubmittedJob, normalise_state
 from backends.common import BaseBackend, LayerRequest
 from backends.compiler import (
     CREG_NAME,
@@ -22,6 +22,7 @@ from backends.compiler import (
     decode_spikes,
     unpack_bits,
 )
+from sqsnn.neuron import MemoryMode
 
 Pub = tuple[QuantumCircuit, np.ndarray, int]  # (circuit, parameter values (B, P), shots): one PUB per chunk
 
@@ -56,7 +57,7 @@ class QiskitBackend(BaseBackend):
             raise KeyError(f"{self.name}: job {job.job_ids} was not submitted from this process") from None
 
     def compiled(
-        self, n: int, steps: int, mode: CircuitMode, prepare_memory: bool = False
+        self, n: int, steps: int, mode: MemoryMode, prepare_memory: bool = False
     ) -> tuple[LayerCircuit, QuantumCircuit, dict[str, Any] | None]:
         key = (n, steps, mode, prepare_memory)
         if key not in self._compiled:
@@ -90,7 +91,7 @@ class QiskitBackend(BaseBackend):
         self._jobs[submitted.local_key] = job
         return submitted
 
-    def poll(self, job: SubmittedJob) -> JobState:
+    def poll(self, job: SubmittedJob) -> ProviderState:
         return normalise_state(self._job(job).status())
 
     def fetch(self, job: SubmittedJob) -> LayerResult:

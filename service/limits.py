@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ApiError, unprocessable
-from workers.models import Checkpoint, Job, Model
+from workers.models import Job, Model, StoredCheckpoint
+from workers.schemas.requests import DatasetSlice, ImageInputs, InferJobSpec
 from workers.settings import Settings
-from workers.specs import DatasetSlice, ImageInputs, InferJobSpec
 
 
 class BodyTooLarge(ApiError):
@@ -115,8 +115,8 @@ def stored_bytes(session: Session, owner: str) -> int:
     jobs = select(func.coalesce(func.sum(job_bytes), 0)).where(Job.owner == owner)
     models = select(func.coalesce(func.sum(Model.size_bytes), 0)).where(Model.owner == owner)
     checkpoints = (
-        select(func.coalesce(func.sum(Checkpoint.size_bytes), 0))
-        .join(Job, Job.id == Checkpoint.job_id)
+        select(func.coalesce(func.sum(StoredCheckpoint.size_bytes), 0))
+        .join(Job, Job.id == StoredCheckpoint.job_id)
         .where(Job.owner == owner)
     )
     row: Any = session.execute(

@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from workers.models import TERMINAL_STATES, Checkpoint, EpochMetric, Job, JobEvent, utcnow
+from workers.models import TERMINAL_STATES, EpochMetric, Job, JobEvent, StoredCheckpoint, utcnow
 from workers.settings import Settings
 
 
@@ -28,17 +28,19 @@ class Pruned:
     progress_events: int
 
 
-def checkpoints_to_delete(session: Session, keep: int) -> list[Checkpoint]:
+def checkpoints_to_delete(session: Session, keep: int) -> list[StoredCheckpoint]:
     """Checkpoints outside the newest ``keep`` of their job and other than its best (highest test accuracy,
     the later epoch on ties)."""
-    crowded = select(Checkpoint.job_id).group_by(Checkpoint.job_id).having(func.count() > keep)
+    crowded = select(StoredCheckpoint.job_id).group_by(StoredCheckpoint.job_id).having(func.count() > keep)
     rows = session.execute(
-        select(Checkpoint, EpochMetric.test_accuracy)
-        .outerjoin(EpochMetric, (EpochMetric.job_id == Checkpoint.job_id) & (EpochMetric.epoch == Checkpoint.epoch))
-        .where(Checkpoint.job_id.in_(crowded))
-        .order_by(Checkpoint.job_id, Checkpoint.epoch.desc())
+        select(StoredCheckpoint, EpochMetric.test_accuracy)
+        .outerjoin(
+            EpochMetric, (EpochMetric.job_id == StoredCheckpoint.job_id) & (EpochMetric.epoch == StoredCheckpoint.epoch)
+        )
+        .where(StoredCheckpoint.job_id.in_(crowded))
+        .order_by(StoredCheckpoint.job_id, StoredCheckpoint.epoch.desc())
     ).all()
-    by_job: dict[str, list[tuple[Checkpoint, float]]] = {}
+    by_job: dict[str, list[tuple[StoredCheckpoint, float]]] = {}
     for ckpt, accuracy in rows:
         by_job.setdefault(ckpt.job_id, []).append((ckpt, -1.0 if accuracy is None else accuracy))
     doomed = []
@@ -54,7 +56,7 @@ def prune(session: Session, settings: Settings) -> Pruned:
     paths = [Path(c.path) for c in doomed]
     freed = sum(c.size_bytes for c in doomed)
     if doomed:
-        session.execute(delete(Checkpoint).where(Checkpoint.id.in_([c.id for c in doomed])))
+        session.execute(delete(StoredCheckpoint).where(StoredCheckpoint.id.in_([c.id for c in doomed])))
     cutoff = utcnow() - timedelta(seconds=settings.progress_event_retention_s)
     finished = select(Job.id).where(Job.state.in_(TERMINAL_STATES), Job.finished_at < cutoff)
     events = session.execute(delete(JobEvent).where(JobEvent.kind == "progress", JobEvent.job_id.in_(finished)))

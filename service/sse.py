@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from service.deps import Db
-from service.schemas import iso_utc
 from service.wakeups import Wakeups
 from workers.models import TERMINAL_STATES, Job, JobEvent
+from workers.schemas.responses import iso_utc
 
 BATCH = 500
 EMBEDDED_POLL_S = 0.5

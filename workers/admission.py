@@ -23,8 +23,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from workers.models import Job, Model
+from workers.schemas.requests import EncoderSpec, ImageInputs, InferJobSpec
 from workers.settings import Settings
-from workers.specs import EncoderSpec, ImageInputs, InferJobSpec
 
 
 class Refused(ValueError):

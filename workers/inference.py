@@ -22,7 +22,7 @@ from workers.context import JobContext, LeaseLost
 from workers.db import session_scope
 from workers.events import add_event, commit_and_publish
 from workers.models import HardwareSubmission, Job, JobChunk, Model
-from workers.specs import DatasetSlice, EncoderSpec, InferJobSpec
+from workers.schemas.requests import DatasetSlice, EncoderSpec, InferJobSpec
 from workers.spikes import pack, unpack
 
 
@@ -88,7 +88,7 @@ def run_policy(spec: InferJobSpec) -> Any:
     """The backends' RunPolicy (fallback and budget) of a job."""
     from backends.options import Budget, RunPolicy
 
-    budget = Budget(**spec.budget.model_dump()) if spec.budget else Budget()
+    budget = spec.budget or Budget()
     return RunPolicy(fallback=spec.fallback, budget=budget)
 
 

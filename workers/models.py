@@ -134,7 +134,7 @@ class EpochMetric(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class Checkpoint(Base):
+class StoredCheckpoint(Base):
     """A training checkpoint file taken after ``epoch``; ``sha256`` guards it against corruption."""
 
     __tablename__ = "checkpoints"

@@ -87,7 +87,7 @@ class LayerRun:
         return self.x if self.step == 0 else self._spikes(row_of(s, job.id, self.step - 1))
 
     def _check_budget(self, job: Job) -> None:
-        from workers.specs import InferJobSpec
+        from workers.schemas.requests import InferJobSpec
 
         budget = InferJobSpec.model_validate(job.spec).budget
         cost = self.carry["layer_costs"][self.step]
@@ -222,7 +222,7 @@ class LayerRun:
         probabilities along the observed spikes), spikes, and how many observed outcomes the ideal model
         forbade (``impossible_spikes`` of ``observed_spikes``)."""
         from sqsnn.network import NetworkOutput
-        from workers.specs import EncoderSpec, InferJobSpec
+        from workers.schemas.requests import EncoderSpec, InferJobSpec
 
         rows = s.scalars(
             select(HardwareSubmission).where(HardwareSubmission.job_id == job.id).order_by(HardwareSubmission.step)

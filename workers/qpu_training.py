@@ -48,17 +48,10 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from backends.base import (
-    Availability,
-    Capabilities,
-    CircuitMode,
-    LayerEstimate,
-    LayerResult,
-    ProviderError,
-    SubmittedJob,
-)
+from backends.base import Availability, Capabilities, LayerEstimate, LayerResult, ProviderError, SubmittedJob
 from backends.common import BaseBackend, check_inputs
 from backends.redact import redact
+from sqsnn.neuron import MemoryMode
 from workers.context import JobCancelled, JobContext
 from workers.db import session_scope
 from workers.events import add_event, commit_and_publish
@@ -139,7 +132,7 @@ class RecordedBackend(BaseBackend):
         angles: Any,
         *,
         shots: int = 1,
-        mode: CircuitMode = "quantum",
+        mode: MemoryMode = "quantum",
         seed: int | None = None,
         memory_angles: np.ndarray | None = None,
     ) -> LayerResult:
@@ -234,7 +227,7 @@ class RecordedBackend(BaseBackend):
         z: np.ndarray,
         angles: np.ndarray,
         shots: int,
-        mode: CircuitMode,
+        mode: MemoryMode,
         seed: int | None,
         memory_angles: np.ndarray | None,
     ) -> SubmittedJob:

@@ -2,7 +2,7 @@
 
 Names are those of ``backends.registry``. Remote QPUs (``ibm:``, ``braket:``) go to the hardware queue
 and are submitted and polled (``workers.hardware``); simulators run to completion on the simulator queue.
-Training runs on every backend with ``method: local`` (``workers.specs.TrainJobSpec`` says why BPTT stays on
+Training runs on every backend with ``method: local`` (``workers.schemas.requests.TrainJobSpec`` says why BPTT stays on
 ``exact``); on a remote QPU it runs in the worker that holds the job's lease, each provider submission
 recorded first (``workers.qpu_training``).
 """

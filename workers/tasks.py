@@ -47,7 +47,7 @@ def _settings(task: Task) -> Settings:
 
 def _not_due(settings: Settings, job_id: str) -> bool:
     """True (and the job handed back to the reaper) while a queued job's ``not_before`` lies ahead."""
-    from workers.specs import parse_not_before
+    from workers.schemas.requests import parse_not_before
 
     with session_scope(sessions_for(settings)) as s:
         job = s.get(Job, job_id, with_for_update=True)

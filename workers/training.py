@@ -30,9 +30,8 @@ import torch
 from workers.artifacts import ArtifactCorrupted, checkpoint_path, finalize, model_path, verified
 from workers.context import JobContext, LeaseLost
 from workers.db import session_scope
-from workers.models import Checkpoint as CheckpointRow
-from workers.models import EpochMetric, Job, Model, new_id
-from workers.specs import TrainJobSpec
+from workers.models import EpochMetric, Job, Model, StoredCheckpoint, new_id
+from workers.schemas.requests import TrainJobSpec
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,10 @@ def _load_resume(ctx: JobContext) -> tuple[Any | None, list[dict[str, Any]]]:
 
     with session_scope(ctx.sessions) as s:
         rows = (
-            s.query(CheckpointRow).filter(CheckpointRow.job_id == ctx.job_id).order_by(CheckpointRow.epoch.desc()).all()
+            s.query(StoredCheckpoint)
+            .filter(StoredCheckpoint.job_id == ctx.job_id)
+            .order_by(StoredCheckpoint.epoch.desc())
+            .all()
         )
         candidates = [(r.path, r.sha256) for r in rows]
     for path, sha in candidates:
@@ -94,9 +96,9 @@ def _store_epoch(
     sha, size = finalize(tmp, path)
     ctx.check(force=True)
     with session_scope(ctx.sessions) as s:
-        s.query(CheckpointRow).filter_by(job_id=ctx.job_id, epoch=ckpt.epoch).delete()
+        s.query(StoredCheckpoint).filter_by(job_id=ctx.job_id, epoch=ckpt.epoch).delete()
         s.query(EpochMetric).filter_by(job_id=ctx.job_id, epoch=metrics.epoch).delete()
-        s.add(CheckpointRow(job_id=ctx.job_id, epoch=ckpt.epoch, path=str(path), sha256=sha, size_bytes=size))
+        s.add(StoredCheckpoint(job_id=ctx.job_id, epoch=ckpt.epoch, path=str(path), sha256=sha, size_bytes=size))
         s.add(
             EpochMetric(
                 job_id=ctx.job_id,
@@ -176,7 +178,7 @@ def _policy(spec: TrainJobSpec) -> Any:
     """The backends' ``RunPolicy`` (fallback and budget) of a job."""
     from backends.options import Budget, RunPolicy
 
-    budget = Budget(**spec.budget.model_dump()) if spec.budget else Budget()
+    budget = spec.budget or Budget()
     return RunPolicy(fallback=spec.fallback, budget=budget)
 
 

@@ -19,7 +19,7 @@ from service.errors import error_responses, unprocessable
 from service.limits import check_inputs
 from workers.models import Model
 from workers.routing import check_backend
-from workers.specs import EncoderSpec, ImageInputs, InferJobSpec, JobSpec, TrainJobSpec
+from workers.schemas.requests import EncoderSpec, ImageInputs, InferJobSpec, JobSpec, TrainJobSpec
 
 router = APIRouter(prefix="/v1/estimates", tags=["estimates"])
 

@@ -24,15 +24,15 @@ from service.deps import CeleryDep, DbDep, JobId, KeyDep, SettingsDep, authentic
 from service.errors import ApiError, error_responses, unprocessable
 from service.limits import check_inputs, check_quota
 from service.pagination import PageCursor, PageLimit, fetch_page
-from service.schemas import JobOut, JobPage, JobResult, JobSummary
 from service.sse import MAX_EVENT_ID, event_response
 from workers.admission import Refused, admit
 from workers.celery_app import enqueue
 from workers.events import add_event, commit_and_publish, set_state
 from workers.models import ACTIVE_STATES, TERMINAL_STATES, Job, JobKind, JobState, new_id, utcnow
 from workers.routing import check_backend, queue_for
+from workers.schemas.requests import InferJobSpec, JobSpec
+from workers.schemas.responses import JobOut, JobPage, JobResult, JobSummary
 from workers.settings import Settings
-from workers.specs import InferJobSpec, JobSpec
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

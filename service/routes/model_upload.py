@@ -22,13 +22,13 @@ from starlette.concurrency import run_in_threadpool
 from service.deps import DbDep, KeyDep, SettingsDep, authenticate
 from service.errors import error_responses, unprocessable
 from service.limits import check_quota
-from service.schemas import ModelOut
 from sqsnn.datasets import list_datasets
 from sqsnn.model_io import ModelFileError, model_bytes, model_from_bytes
 from sqsnn.network import SQSNetwork
 from workers.artifacts import finalize, model_path
 from workers.models import Model, new_id
-from workers.specs import EncoderSpec
+from workers.schemas.requests import EncoderSpec
+from workers.schemas.responses import ModelOut
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

@@ -11,9 +11,9 @@ from starlette.concurrency import run_in_threadpool
 from service.deps import DbDep, KeyDep, ModelId, SettingsDep, authenticate, owned
 from service.errors import ApiError, error_responses
 from service.pagination import PageCursor, PageLimit, fetch_page
-from service.schemas import ModelOut, ModelPage, ModelSummary
 from workers.artifacts import ArtifactCorrupted, verified
 from workers.models import Model
+from workers.schemas.responses import ModelOut, ModelPage, ModelSummary
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 E404 = "no such model for this API key's owner"

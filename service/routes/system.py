@@ -15,8 +15,8 @@ from starlette.concurrency import run_in_threadpool
 
 from service.deps import Db, DbDep, KeyDep, SettingsDep, authenticate
 from service.errors import error_responses
-from service.schemas import BackendOut, Health
 from workers.routing import catalog
+from workers.schemas.responses import BackendOut, Health
 from workers.settings import Settings
 
 router = APIRouter()

@@ -90,8 +90,9 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
-class Budget:
-    """Limits of a run (None: unlimited)."""
+class RunLimits:
+    """Limits of an experiment run, the config file's ``[budget]`` table: epochs per cell, seconds per cell
+    and in total (None: unlimited). (A job's shots and dollars are :class:`backends.options.Budget`.)"""
 
     max_epochs: int | None = None
     max_cell_seconds: float | None = None
@@ -128,7 +129,7 @@ class ExperimentConfig:
     datasets: list[str]
     seeds: list[int]
     models: list[ModelSpec]
-    budget: Budget = field(default_factory=Budget)
+    budget: RunLimits = field(default_factory=RunLimits)
     data_dir: Path | None = None
     dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     threads: int | None = None
@@ -243,7 +244,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
         datasets=list(raw["datasets"]),
         seeds=list(seeds),
         models=models,
-        budget=Budget(**budget_raw),
+        budget=RunLimits(**budget_raw),
         data_dir=Path(raw["data_dir"]) if "data_dir" in raw else None,
         dataset_options={k: dict(v) for k, v in raw.get("dataset_options", {}).items()},
         threads=_threads(raw.get("threads")),

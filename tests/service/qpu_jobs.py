@@ -17,8 +17,8 @@ from workers.celery_app import enqueue, make_celery
 from workers.events import set_state
 from workers.hardware import provider_key
 from workers.models import TERMINAL_STATES, HardwareSubmission, Job, Model, utcnow
+from workers.schemas.requests import InferJobSpec
 from workers.settings import Settings
-from workers.specs import InferJobSpec
 
 SIZES = [64, 6, 10]  # digits 8x8 -> 6 -> 10 with direct synapses: two provider submissions per job
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from backends.base import Availability, Capabilities, JobState, LayerResult, ProviderError, QueueInfo, SubmittedJob
+from backends.base import Availability, Capabilities, LayerResult, ProviderError, ProviderState, QueueInfo, SubmittedJob
 from backends.common import BaseBackend, LayerRequest
 from backends.exact import ExactBackend
 
@@ -142,7 +142,7 @@ class LoopbackProvider(BaseBackend):
     def _key(self, job: SubmittedJob) -> str:
         return str(self.r.get(f"{PREFIX}:key:{job.job_ids[0]}") or b"", "utf-8")
 
-    def poll(self, job: SubmittedJob) -> JobState:
+    def poll(self, job: SubmittedJob) -> ProviderState:
         job_id = job.job_ids[0]
         self._fault(self._key(job), "poll")
         if self.r.sismember(f"{PREFIX}:cancelled", job_id):

@@ -121,7 +121,7 @@ def test_naive_timestamps_are_read_as_utc() -> None:
     """SQLite (embedded mode) returns naive datetimes; they are UTC and answered with the offset."""
     from datetime import datetime, timedelta, timezone
 
-    from service.schemas import JobSummary, iso_utc
+    from workers.schemas.responses import JobSummary, iso_utc
 
     naive = datetime(2026, 1, 31, 12, 0, 0, 5)
     row = {"id": "j", "kind": "train", "state": "queued", "substate": None, "progress": 0.0, "backend": "exact"}
@@ -321,7 +321,7 @@ def test_retention_keeps_the_newest_checkpoints_and_the_best(served, settings, t
     from sqlalchemy import select
 
     from service.retention import prune
-    from workers.models import Checkpoint, EpochMetric, Job, JobEvent, utcnow
+    from workers.models import EpochMetric, Job, JobEvent, StoredCheckpoint, utcnow
 
     accuracies = {1: 0.5, 2: 0.9, 3: 0.6, 4: 0.7, 5: 0.65}  # keep 2: epochs 5 and 4, and 2 (the best)
     now = utcnow()
@@ -338,7 +338,7 @@ def test_retention_keeps_the_newest_checkpoints_and_the_best(served, settings, t
             for epoch, acc in accuracies.items():
                 path = tmp_path / f"{state}-{epoch}.pt"
                 path.write_bytes(b"x" * 100)
-                s.add(Checkpoint(job_id=job.id, epoch=epoch, path=str(path), sha256="0" * 64, size_bytes=100))
+                s.add(StoredCheckpoint(job_id=job.id, epoch=epoch, path=str(path), sha256="0" * 64, size_bytes=100))
                 s.add(EpochMetric(job_id=job.id, epoch=epoch, train_loss=1.0, train_accuracy=acc,
                                   test_accuracy=acc, spike_rates=[0.1], seconds=1.0))  # fmt: skip
             for kind in ("state", "progress", "progress", "epoch"):
@@ -347,7 +347,7 @@ def test_retention_keeps_the_newest_checkpoints_and_the_best(served, settings, t
         pruned = prune(s, settings.model_copy(update={"checkpoint_keep": 2}))
         assert pruned.checkpoints >= 4 and pruned.progress_events >= 2
         for state, job_id in jobs.items():
-            kept = s.scalars(select(Checkpoint.epoch).where(Checkpoint.job_id == job_id)).all()
+            kept = s.scalars(select(StoredCheckpoint.epoch).where(StoredCheckpoint.job_id == job_id)).all()
             assert sorted(kept) == [2, 4, 5]
             assert sorted(p.name for p in tmp_path.glob(f"{state}-*.pt")) == [f"{state}-{e}.pt" for e in (2, 4, 5)]
             kinds = sorted(s.scalars(select(JobEvent.kind).where(JobEvent.job_id == job_id)).all())

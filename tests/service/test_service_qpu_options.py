@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from backends.options import RunPolicy
 from workers.hardware import resolve_backend, runs_on_qpu
+from workers.schemas.requests import InferJobSpec
 from workers.settings import Settings
-from workers.specs import InferJobSpec
 
 
 def _spec(backend: str, **extra) -> InferJobSpec:

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from workers.models import Checkpoint, EpochMetric, JobChunk, JobEvent
+from workers.models import EpochMetric, JobChunk, JobEvent, StoredCheckpoint
 
 pytestmark = pytest.mark.service
 
@@ -32,7 +32,7 @@ def test_sigkill_mid_training_resumes_from_last_checkpoint(client, served, start
     sessions = served.app.state.sessions
     with sessions() as s:
         saved = {r.epoch: r.created_at for r in s.scalars(select(EpochMetric).where(EpochMetric.job_id == job_id))}
-        last_checkpoint = max(s.scalars(select(Checkpoint.epoch).where(Checkpoint.job_id == job_id)))
+        last_checkpoint = max(s.scalars(select(StoredCheckpoint.epoch).where(StoredCheckpoint.job_id == job_id)))
     assert 2 <= last_checkpoint < EPOCHS, "the worker must die mid-training"
     assert client.get(f"/v1/jobs/{job_id}").json()["state"] == "running"
 

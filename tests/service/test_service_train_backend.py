@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from workers.specs import TrainJobSpec
+from workers.schemas.requests import TrainJobSpec
 from workers.training import estimate_training_job
 
 pytestmark = pytest.mark.service

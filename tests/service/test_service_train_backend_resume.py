@@ -8,7 +8,7 @@ import time
 import pytest
 from test_service_train_backend import aer_body
 
-from workers.specs import TrainJobSpec
+from workers.schemas.requests import TrainJobSpec
 from workers.training import estimate_training_job
 
 pytestmark = pytest.mark.service

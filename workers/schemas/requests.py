@@ -1,4 +1,5 @@
-"""Job specifications (pydantic v2, unknown keys rejected). The API accepts them; the workers run them."""
+"""Request bodies of the REST API: the job specifications (pydantic v2, unknown keys rejected). The API
+accepts them; the workers run them. Response bodies: :mod:`workers.schemas.responses`."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from pydantic import (
     model_validator,
 )
 
+from backends.base import Fallback
+from backends.options import Budget
+from sqsnn.neuron import MemoryMode, Surrogate
+
 DatasetName = Literal["digits", "mnist-5k", "mnist", "fmnist", "kmnist", "mnist-dvs"]
 BackendName = Annotated[
     str,
@@ -28,10 +33,7 @@ BackendName = Annotated[
     ),
 ]
 
-Fallback = Annotated[
-    Literal["none", "aer", "exact"],
-    Field(description="where to run when the backend is unavailable (recorded in the result); none = fail"),
-]
+FALLBACK_HELP = "where to run when the backend is unavailable (recorded in the result); none = fail"
 
 
 NotBefore = Annotated[
@@ -78,10 +80,10 @@ class ModelShape(StrictModel):
     """Network shape: hidden layer sizes between the dataset's input size and its class count."""
 
     hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [1000], max_length=8)
-    mode: Literal["quantum", "memoryless", "official"] = "quantum"
+    mode: MemoryMode = "quantum"
     bias: bool = False
     direct: bool = False
-    surrogate: Literal["sigmoid", "straight-through"] = "sigmoid"
+    surrogate: Surrogate = "sigmoid"
 
 
 class DatasetSpec(StrictModel):
@@ -142,13 +144,6 @@ class TrainingSpec(StrictModel):
         return self
 
 
-class BudgetSpec(StrictModel):
-    """Upper bounds on hardware use; the job fails rather than exceed them."""
-
-    max_shots: int | None = Field(default=None, ge=1)
-    max_cost_usd: float | None = Field(default=None, ge=0.0)
-
-
 class TrainJobSpec(StrictModel):
     """A training job."""
 
@@ -160,8 +155,8 @@ class TrainJobSpec(StrictModel):
     training: TrainingSpec = Field(default_factory=lambda: TrainingSpec())
     backend: BackendName = "exact"
     options: BackendOptions = None
-    fallback: Fallback = "none"
-    budget: BudgetSpec | None = None
+    fallback: Annotated[Fallback, Field(description=FALLBACK_HELP)] = "none"
+    budget: Budget | None = None
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
     not_before: NotBefore = None
 
@@ -243,8 +238,8 @@ class InferJobSpec(StrictModel):
     encoder: EncoderSpec | None = Field(default=None, description="defaults to the encoder the model was trained with")
     backend: BackendName = "exact"
     options: BackendOptions = None
-    fallback: Fallback = "none"
-    budget: BudgetSpec | None = None
+    fallback: Annotated[Fallback, Field(description=FALLBACK_HELP)] = "none"
+    budget: Budget | None = None
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
     not_before: NotBefore = None
 

@@ -1,4 +1,4 @@
-"""API response schemas (requests are the job specs in ``workers.specs``).
+"""Response bodies of the REST API (pydantic v2). Request bodies: :mod:`workers.schemas.requests`.
 
 Timestamps are UTC and written as ISO 8601 with their offset (``2026-01-31T12:00:00.123456+00:00``), in
 responses and in SSE events alike, whatever the database returns (SQLite drops the zone: its values are UTC).
