@@ -440,25 +440,20 @@ def run_training(ctx: JobContext) -> None:
     except TrainingStopped:
         ctx.check(force=True)  # raises JobCancelled or LeaseLost with the reason
         raise LeaseLost("training stopped without a cancellation") from None
-    except BudgetExceeded as exc:
+    except (BudgetExceeded, ProviderError) as exc:
         done, kept = checkpoint_note()
         if recorder is not None:
             recorder.close()
+        if isinstance(exc, BudgetExceeded):
+            stopped, reason = "budget", f"budget exhausted: {exc}. Training stopped before that submission; {kept}"
+            spend = job_spend()
+        else:
+            stopped, reason, spend = "provider", f"{exc}. Training stopped; {kept}", {}
         ctx.finish(
             "failed",
-            reason=f"budget exhausted: {exc}. Training stopped before that submission; {kept}",
-            result={"stopped": "budget", "checkpoint_epoch": done, "epochs_usage": usage},
-            **job_spend(),
-        )
-        return
-    except ProviderError as exc:
-        done, kept = checkpoint_note()
-        if recorder is not None:
-            recorder.close()
-        ctx.finish(
-            "failed",
-            reason=f"{exc}. Training stopped; {kept}",
-            result={"stopped": "provider", "checkpoint_epoch": done, "epochs_usage": usage},
+            reason=reason,
+            result={"stopped": stopped, "checkpoint_epoch": done, "epochs_usage": usage},
+            **spend,
         )
         return
 
