@@ -34,4 +34,7 @@ VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"
-CMD ["uvicorn", "--factory", "service.app:create_app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]
+# keep-alive above the 60 s idle timeout of common load balancers and clients' pools: a connection the server
+# closes just as a client reuses it fails that request (seen under load with uvicorn's default of 5 s)
+CMD ["uvicorn", "--factory", "service.app:create_app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", \
+     "--timeout-keep-alive", "75"]

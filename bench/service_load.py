@@ -70,6 +70,7 @@ def serve(target: list[str], env: dict[str, str], workers: int) -> tuple[subproc
     """Start ``uvicorn --workers`` on a free port with ``target``; wait until it answers."""
     port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", *target, "--workers", str(workers), "--port", str(port)]
+    cmd += ["--timeout-keep-alive", "75"]  # as deployed (Dockerfile, docker-compose.yml)
     proc = subprocess.Popen([*cmd, "--log-level", "warning", "--no-access-log"], cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300

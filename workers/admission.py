@@ -1,16 +1,18 @@
-"""Admission of an inference job at submission: the limits a worker would enforce, checked before the job is
-stored, so an over-limit job is refused at once (422 naming the field and the limit) instead of failing later.
+"""Admission of a job at submission: the limits a worker would enforce, checked before the job is stored, so
+an over-limit job is refused at once (422 naming the field and the limit) instead of failing later.
 
 The checks are the worker's own functions on the same inputs; the worker still runs them (the owner's
 spend may change while a job waits, a backend may fall back), so nothing here is a second implementation:
 
-* memory and time (:func:`workers.bounds.plan_inference`) for jobs that run to completion on a worker
-  (simulators and the exact engine);
-* the job's ``budget`` (:func:`backends.estimate.enforce_budget`) on the backend's estimate, for circuit
-  backends;
-* the owner's daily spend in shots and US dollars (:func:`workers.spend.reserve_spend`) for jobs on the QPU
-  state machine: checked and recorded as the job's reservation in the submitting transaction, so two
-  submissions cannot both pass on the same remaining allowance.
+* inference: memory and time (:func:`workers.bounds.plan_inference`) for jobs that run to completion on a
+  worker (simulators and the exact engine), and the job's ``budget`` (:func:`backends.estimate.enforce_budget`)
+  on the backend's estimate, for circuit backends;
+* training off ``exact`` (the local rule with the backend in the loop): the job's ``budget`` must pay for at
+  least its first epoch (the worker stops a job, with a checkpoint, before an epoch its budget cannot pay
+  for: one that cannot pay for any would only fail), on :func:`workers.training.training_estimate`;
+* the owner's daily spend in shots and US dollars (:func:`workers.spend.reserve_spend`) for jobs on remote
+  QPUs: the whole job's estimate checked and recorded as its reservation in the submitting transaction, so
+  two submissions cannot both pass on the same remaining allowance.
 
 A backend that cannot be reached or priced now (no credentials, provider down) is not estimated here: the
 worker decides (fallback policy) and checks the budget and spend on the backend it resolves.
@@ -18,13 +20,16 @@ worker decides (fallback policy) and checks the budget and spend on the backend 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
 from workers.models import Job, Model
-from workers.schemas.requests import EncoderSpec, ImageInputs, InferJobSpec
+from workers.schemas.requests import EncoderSpec, ImageInputs, InferJobSpec, JobSpec, TrainJobSpec
 from workers.settings import Settings
+
+T = TypeVar("T")
 
 
 class Refused(ValueError):
@@ -49,31 +54,83 @@ def inference_shape(model_config: dict[str, Any], spec: InferJobSpec) -> tuple[l
     return [int(n) for n in sizes], encoder.T, samples
 
 
-def _estimate(settings: Settings, spec: InferJobSpec, sizes: list[int], steps: int, samples: int) -> Any:
-    """The backend's estimate of the whole job (``backends.estimate.NetworkEstimate``), or None when the
-    backend cannot be reached or priced now; :class:`Refused` naming ``backend`` when it does not exist."""
+def _priced(settings: Settings, spec: JobSpec, price: Callable[[Any], T]) -> T | None:
+    """``price(backend)`` on the job's backend object (shared with the worker's process cache), or None when
+    the backend cannot be reached or priced now; :class:`Refused` naming ``backend`` when it does not exist."""
     from backends.base import BackendUnavailable, ProviderError
-    from backends.estimate import estimate_network
     from workers.qpu_backends import backend_instance, options_key
 
     try:
         backend = backend_instance(settings, spec.backend, options_key(spec.options))
-        return estimate_network(sizes, steps, samples, backend)
     except (BackendUnavailable, ProviderError):
         return None
     except ValueError as exc:  # e.g. an unknown fake device or local simulator
         raise Refused(("backend",), str(exc)) from None
+    try:
+        return price(backend)
+    except (BackendUnavailable, ProviderError):
+        return None
 
 
-def admit(session: Session, settings: Settings, job: Job, spec: InferJobSpec) -> None:
-    """Raise :class:`Refused` when inference job ``job`` (added to ``session``, not yet committed) breaks a
-    memory, time, budget or daily spend limit; on the QPU state machine, record its spend reservation."""
+def _reserve(session: Session, settings: Settings, job: Job, shots: int, cost_usd: float | None) -> None:
+    """Check and record the owner's daily spend reservation; :class:`Refused` (the request) when over."""
+    from workers.spend import SpendLimitExceeded, reserve_spend
+
+    try:
+        reserve_spend(session, settings, job, shots, cost_usd)
+    except SpendLimitExceeded as exc:
+        raise Refused((), str(exc)) from None
+
+
+def admit(session: Session, settings: Settings, job: Job, spec: JobSpec) -> None:
+    """Raise :class:`Refused` when job ``job`` (added to ``session``, not yet committed) of request ``spec``
+    breaks a memory, time, budget or daily spend limit; on a remote QPU, record its spend reservation."""
+    if isinstance(spec, InferJobSpec):
+        _admit_inference(session, settings, job, spec)
+    elif isinstance(spec, TrainJobSpec):
+        _admit_training(session, settings, job, spec)
+
+
+def _admit_training(session: Session, settings: Settings, job: Job, spec: TrainJobSpec) -> None:
+    """Training with the backend in the loop: the budget pays for one epoch; the owner's day covers the job."""
+    from workers.qpu_backends import runs_on_qpu
+    from workers.spend import limits_of
+    from workers.training import budget_gap, training_estimate
+
+    if spec.backend == "exact":
+        return
+    limited = runs_on_qpu(settings, spec.backend) and limits_of(session, settings, job.owner) != (None, None)
+    if spec.budget is None and not limited:
+        return
+    try:
+        estimate = _priced(settings, spec, lambda backend: training_estimate(spec, backend))
+    except Refused:
+        raise
+    except ValueError as exc:  # a dataset that is not installed, an impossible configuration
+        raise Refused(("dataset",), str(exc)) from None
+    if estimate is None:
+        return
+    if spec.budget is not None:
+        gap = budget_gap(estimate.per_epoch, spec.budget)
+        if gap is not None:
+            raise Refused(
+                ("budget",),
+                f"the budget cannot pay for one epoch of training on {spec.backend} ({estimate.per_epoch.shots} "
+                f"shots, {estimate.per_epoch.tasks} tasks per epoch): {gap}; raise the budget or lower shots, "
+                "samples, directions or the training set (POST /v1/estimates prices the job)",
+            )
+    if limited:
+        _reserve(session, settings, job, estimate.total.shots, estimate.total.cost_usd)
+
+
+def _admit_inference(session: Session, settings: Settings, job: Job, spec: InferJobSpec) -> None:
+    """Memory and time off remote QPUs; the budget and the owner's day on the backend's estimate."""
     from backends.base import BudgetExceeded
-    from backends.estimate import enforce_budget
+    from backends.estimate import enforce_budget, estimate_network
     from workers.bounds import WorkTooLarge, plan_inference
     from workers.inference import run_policy
     from workers.qpu_backends import runs_on_qpu
-    from workers.spend import SpendLimitExceeded, limits_of, reserve_spend
+    from workers.spend import limits_of
 
     model = session.get(Model, str(spec.model_id))
     shape = inference_shape(model.config, spec) if model is not None else None
@@ -89,7 +146,7 @@ def admit(session: Session, settings: Settings, job: Job, spec: InferJobSpec) ->
     limited = on_qpu and limits_of(session, settings, job.owner) != (None, None)
     if spec.backend == "exact" or (spec.budget is None and not limited):
         return
-    estimate = _estimate(settings, spec, sizes, steps, samples)
+    estimate = _priced(settings, spec, lambda backend: estimate_network(sizes, steps, samples, backend))
     if estimate is None:
         return
     try:
@@ -97,7 +154,4 @@ def admit(session: Session, settings: Settings, job: Job, spec: InferJobSpec) ->
     except BudgetExceeded as exc:
         raise Refused(("budget",), str(exc)) from None
     if limited:
-        try:
-            reserve_spend(session, settings, job, estimate.shots, estimate.cost_usd)
-        except SpendLimitExceeded as exc:
-            raise Refused((), str(exc)) from None
+        _reserve(session, settings, job, estimate.shots, estimate.cost_usd)

@@ -187,7 +187,7 @@ def _spend_dict(spend: Any) -> dict[str, Any]:
     return {"submissions": spend.submissions, "tasks": spend.tasks, "shots": spend.shots, "cost_usd": spend.cost_usd}
 
 
-def _budget_gap(total: Any, budget: Any) -> str | None:
+def budget_gap(total: Any, budget: Any) -> str | None:
     """Why ``total`` (a ``Spend``) does not fit ``budget``, or None when it does."""
     if budget.max_shots is not None and total.shots > budget.max_shots:
         return f"{total.shots} shots exceed max_shots={budget.max_shots}"
@@ -199,6 +199,19 @@ def _budget_gap(total: Any, budget: Any) -> str | None:
     return None
 
 
+def training_estimate(spec: TrainJobSpec, backend: Any, data: Any | None = None) -> Any:
+    """The ``backends.training.TrainingEstimate`` (per epoch, the final evaluation, in total) of training job
+    ``spec`` on ``backend`` (a backend object): what its local rule submits there. ``data``: the job's
+    dataset when already loaded (else loaded here; its size sets the batch count)."""
+    from backends.training import estimate_training
+
+    data = _load_data(spec) if data is None else data
+    _, config = _trainer(spec)
+    sizes = _network_config(spec, data).sizes
+    n_train, n_test = len(data.y_train), len(data.y_test)
+    return estimate_training(sizes, config, n_train, backend, direct=spec.model.direct, n_test=n_test)
+
+
 def estimate_training_job(spec: TrainJobSpec) -> dict[str, Any]:
     """Price a training job before it is submitted: submissions, tasks, shots and estimated cost (USD, None
     where no public price applies) per epoch, of the final test evaluation on the backend, and in total, and
@@ -208,15 +221,12 @@ def estimate_training_job(spec: TrainJobSpec) -> dict[str, Any]:
     """
     from backends.meter import Spend
     from backends.registry import get_backend
-    from backends.training import estimate_training
 
-    data = _load_data(spec)
-    _, config = _trainer(spec)
-    policy = _policy(spec)
     out: dict[str, Any] = {"backend": spec.backend, "epochs": spec.training.epochs}
     if spec.backend == "exact":
         zero = _spend_dict(Spend())
-        batches = -(-len(data.y_train) // config.batch_size)
+        _, config = _trainer(spec)
+        batches = -(-len(_load_data(spec).y_train) // config.batch_size)
         return {
             **out,
             "batches_per_epoch": batches,
@@ -225,11 +235,8 @@ def estimate_training_job(spec: TrainJobSpec) -> dict[str, Any]:
             "total": zero,
             "price_note": "in-process",
         }
-    backend = get_backend(spec.backend, spec.options)
-    sizes = _network_config(spec, data).sizes
-    n_test = len(data.y_test)
-    est = estimate_training(sizes, config, len(data.y_train), backend, direct=spec.model.direct, n_test=n_test)
-    gap = _budget_gap(est.total, policy.budget)
+    est = training_estimate(spec, get_backend(spec.backend, spec.options))
+    gap = budget_gap(est.total, _policy(spec).budget)
     return {
         **out,
         "batches_per_epoch": est.batches,
@@ -295,7 +302,7 @@ def _backend_hooks(
             spec.backend, config, spec.model.mode, options=spec.options, policy=policy, seed=seed, spent=spent
         )
     epoch = estimate_training(sizes, config, n_train, hw.backend, direct=spec.model.direct).per_epoch
-    gap = _budget_gap(spent.add(epoch), policy.budget)
+    gap = budget_gap(spent.add(epoch), policy.budget)
     if gap is not None:
         raise BudgetExceeded(
             f"the budget cannot pay for the next epoch ({_spend_dict(epoch)} per epoch on {hw.backend.name}): "
@@ -339,14 +346,11 @@ def _recorder(hw: Any) -> Any:
     return hw.backend if hw is not None and isinstance(hw.backend, RecordedBackend) else None
 
 
-def _reserve(ctx: JobContext, spec: TrainJobSpec, config: Any, sizes: list[int], data: Any, backend: Any) -> None:
+def _reserve(ctx: JobContext, spec: TrainJobSpec, data: Any, backend: Any) -> None:
     """Check the owner's daily spend limits for the whole job's estimate on ``backend`` and reserve it."""
-    from backends.training import estimate_training
     from workers.qpu_training import reserve_training
 
-    est = estimate_training(
-        sizes, config, len(data.y_train), backend, direct=spec.model.direct, n_test=len(data.y_test)
-    ).total
+    est = training_estimate(spec, backend, data).total
     reserve_training(ctx, est.shots, est.cost_usd)
 
 
@@ -375,7 +379,7 @@ def run_training(ctx: JobContext) -> None:
         trainer = functools.partial(trainer, **hw.hooks())
     recorder = _recorder(hw)
     if recorder is not None:
-        _reserve(ctx, spec, trainer_config, config.sizes, data, recorder)
+        _reserve(ctx, spec, data, recorder)
         recorder.at(f"e{resume.epoch + 1 if resume is not None else 1}/b0")
     used = hw.backend.name if hw is not None else "exact"
     ctx.substate(

@@ -110,11 +110,10 @@ def _submit(
             enqueued_at=now,  # sent right after the commit; cleared again if that send fails
         )
         s.add(job)
-        if isinstance(spec, InferJobSpec):
-            try:  # memory, time, budget and daily spend, as the worker would check them
-                admit(s, settings, job, spec)
-            except Refused as exc:
-                unprocessable(("body", *exc.field), str(exc))
+        try:  # memory, time, budget and daily spend, as the worker would check them
+            admit(s, settings, job, spec)
+        except Refused as exc:
+            unprocessable(("body", *exc.field), str(exc))
         set_state(s, job, "queued")
         try:  # nobody can be streaming a job before it exists: the event is stored, not announced
             s.commit()

@@ -1,4 +1,4 @@
-"""Admission at submission: ``POST /v1/jobs`` refuses an inference job that breaks a memory, time, budget or
+"""Admission at submission: ``POST /v1/jobs`` refuses a job that breaks a memory, time, budget or
 daily spend limit with a 422 naming the field and the limit, before anything is stored or enqueued (the
 worker's own checks, run at submit; the worker keeps running them, see test_service_qpu_machine.py)."""
 
@@ -152,3 +152,51 @@ def test_a_reservation_arn_off_a_braket_device_is_refused(served, settings, back
         )
         assert r.status_code == 422 and "reservation_arn" in r.text, r.text
     assert _jobs_of(served, owner) == 0
+
+
+def _train_body(backend: str, options: dict | None = None, **extra) -> dict:
+    """Digits 0 vs 1, 64-4-2 with direct synapses, the local rule measured on ``backend`` (chain, 8 shots)."""
+    return {
+        "kind": "train", "model": {"hidden": [4], "direct": True},
+        "dataset": {"name": "digits", "classes": [0, 1], "limit_train": 32, "limit_test": 8},
+        "encoder": {"T": 3, "p_max": 0.5},
+        "training": {"method": "local", "estimator": "chain", "shots": 8, "epochs": 2, "batch_size": 16},
+        "backend": backend, "options": options, "seed": 0, **extra,
+    }  # fmt: skip
+
+
+def test_a_training_job_whose_budget_cannot_pay_one_epoch_is_refused_at_submit(served, settings) -> None:
+    client, owner, _ = _owner(served, settings)
+    with client:
+        priced = client.post("/v1/estimates", json=_train_body("aer"))
+        assert priced.status_code == 200, priced.text
+        per_epoch, total = priced.json()["per_epoch"]["shots"], priced.json()["total"]["shots"]
+        assert 0 < per_epoch < total
+        r = client.post("/v1/jobs", json=_train_body("aer", budget={"max_shots": per_epoch - 1}))
+        _refused(r, "body.budget", "one epoch", f"{per_epoch} shots", f"max_shots={per_epoch - 1}")
+        assert _jobs_of(served, owner) == 0
+        # one epoch's worth is accepted: the worker trains until the budget stops it, with a checkpoint
+        r = client.post("/v1/jobs", json=_train_body("aer", budget={"max_shots": per_epoch}))
+        assert r.status_code == 202, r.text
+        assert client.post(f"/v1/jobs/{r.json()['id']}/cancel").status_code == 202
+    assert _jobs_of(served, owner) == 1
+
+
+def test_a_training_jobs_daily_spend_is_reserved_and_checked_at_submit(served, settings, braket_qpu) -> None:
+    probe, _, _ = _owner(served, settings)
+    with probe:
+        priced = probe.post("/v1/estimates", json=_train_body(braket_qpu, OPTIONS))
+    assert priced.status_code == 200, priced.text
+    total = priced.json()["total"]
+    client, owner, _ = _owner(served, settings, max_shots_per_day=total["shots"] + 1)
+    with client:
+        first = client.post("/v1/jobs", json=_train_body(braket_qpu, OPTIONS))
+        assert first.status_code == 202, first.text
+        with served.app.state.sessions() as s:  # the whole job is reserved at once, before any worker runs it
+            job = s.get(Job, first.json()["id"])
+            assert job.estimated_shots == total["shots"]
+            assert job.estimated_cost_usd == pytest.approx(total["cost_usd"])
+        r = client.post("/v1/jobs", json=_train_body(braket_qpu, OPTIONS))
+        _refused(r, "body", "max_shots_per_day=", owner)
+        assert client.post(f"/v1/jobs/{first.json()['id']}/cancel").status_code == 202
+    assert _jobs_of(served, owner) == 1

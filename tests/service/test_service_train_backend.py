@@ -80,7 +80,7 @@ def test_budget_exhausted_mid_training_stops_with_a_checkpoint_and_the_reason(cl
     assert [m["epoch"] for m in job["epochs"]] == [1]
     assert per_epoch < job["shots"] <= per_epoch * 3 // 2
 
-    body["budget"] = {"max_shots": per_epoch // 2}  # not even one epoch: refused before any submission
-    job = wait_for(client, client.post("/v1/jobs", json=body).json()["id"], ("succeeded", "failed"), timeout=120)
-    assert job["state"] == "failed" and "cannot pay for the next epoch" in job["failure_reason"]
-    assert job["shots"] == 0 and job["epochs"] == []
+    body["budget"] = {"max_shots": per_epoch // 2}  # not even one epoch: refused at submission, nothing stored
+    r = client.post("/v1/jobs", json=body)
+    assert r.status_code == 422 and r.json()["field"] == "body.budget", r.text
+    assert "cannot pay for one epoch" in r.json()["message"]
