@@ -79,7 +79,7 @@ def train(
     from sqsnn.network import NetworkConfig, SQSNetwork
     from sqsnn.training.bptt import TrainConfig
     from sqsnn.training.bptt import train as run_training
-    from sqsnn.training.defaults import defaults_for
+    from sqsnn.training.defaults import DATASET_DEFAULTS, defaults_for
 
     given = {
         "epochs": epochs,
@@ -114,10 +114,11 @@ def train(
         config = TrainConfig(seed=seed, **{**from_dataset, **settings})
     except ValueError as exc:
         _fail(str(exc))
-    origin = {k: "flag" if k in settings else f"{dataset} default" if k in from_dataset else "default" for k in given}
+    preset_name = f"{dataset} default" if dataset in DATASET_DEFAULTS else "generic default"
+    origin = {k: "flag" if k in settings else preset_name if k in from_dataset else "default" for k in given}
     chosen = ", ".join(
         [f"{k} {getattr(config, k)} ({origin[k]})" for k in given]
-        + [f"{k} {v} ({dataset} default)" for k, v in preset.network.items()]
+        + [f"{k} {v} ({preset_name})" for k, v in preset.network.items()]
     )
     console.print(f"settings: {chosen}")
     n_val = 0 if data.x_val is None else data.x_val.shape[0]

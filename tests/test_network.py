@@ -207,7 +207,8 @@ def test_dataset_defaults_name_only_trainer_fields_and_the_28x28_sets_share_one_
     with pytest.raises(ValueError, match=r"network defaults may set .*got mode"):
         DatasetDefaults(network={"mode": "memoryless"})
     assert defaults_for("mnist") is defaults_for("fmnist") and defaults_for("mnist").hidden == (1000,)
-    assert defaults_for("mnist-dvs").train == {} and defaults_for("mnist-dvs").hidden == (128,)
+    assert defaults_for("mnist-dvs") is defaults_for("usps") and defaults_for("usps").hidden == (128,)
+    assert defaults_for("usps").train == {"loss": "probs", "p_max": 1.0} and defaults_for("usps").network == {}
 
 
 def test_output_theta_in_centres_only_the_last_layers_theta_in_and_leaves_the_rest_of_the_draw() -> None:
