@@ -7,7 +7,8 @@ spend may change while a job waits, a backend may fall back), so nothing here is
 * inference: memory and time (:func:`workers.bounds.plan_inference`) for jobs that run to completion on a
   worker (simulators and the exact engine), and the job's ``budget`` (:func:`backends.estimate.enforce_budget`)
   on the backend's estimate, for circuit backends;
-* training off ``exact`` (the local rule with the backend in the loop): the job's ``budget`` must pay for at
+* training: memory and compute time (:func:`workers.bounds.plan_training`) from the job's shape; off ``exact``
+  (the local rule with the backend in the loop) the job's ``budget`` must pay for at
   least its first epoch (the worker stops a job, with a checkpoint, before an epoch its budget cannot pay
   for: one that cannot pay for any would only fail), on :func:`workers.training.training_estimate`;
 * the owner's daily spend in shots and US dollars (:func:`workers.spend.reserve_spend`) for jobs on remote
@@ -92,11 +93,17 @@ def admit(session: Session, settings: Settings, job: Job, spec: JobSpec) -> None
 
 
 def _admit_training(session: Session, settings: Settings, job: Job, spec: TrainJobSpec) -> None:
-    """Training with the backend in the loop: the budget pays for one epoch; the owner's day covers the job."""
+    """Memory and time; with the backend in the loop, the budget pays for one epoch and the owner's day covers
+    the job."""
+    from workers.bounds import WorkTooLarge
     from workers.qpu_backends import runs_on_qpu
     from workers.spend import limits_of
-    from workers.training import budget_gap, training_estimate
+    from workers.training import budget_gap, training_estimate, training_plan
 
+    try:
+        training_plan(spec, settings)
+    except WorkTooLarge as exc:
+        raise Refused(exc.field, str(exc)) from None
     if spec.backend == "exact":
         return
     limited = runs_on_qpu(settings, spec.backend) and limits_of(session, settings, job.owner) != (None, None)

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from tests.twins.braket import QPU_ARN
 from tests.twins.braket_plugin import BUCKET
-from workers.bounds import BASE_BYTES
+from workers.bounds import BASE_BYTES, TRAIN_BASE_BYTES
 from workers.models import Job, SpendLimit
 
 pytestmark = pytest.mark.service
@@ -200,3 +200,25 @@ def test_a_training_jobs_daily_spend_is_reserved_and_checked_at_submit(served, s
         _refused(r, "body", "max_shots_per_day=", owner)
         assert client.post(f"/v1/jobs/{first.json()['id']}/cancel").status_code == 202
     assert _jobs_of(served, owner) == 1
+
+
+def test_training_memory_and_time_are_checked_at_submit(settings) -> None:
+    from conftest import ServedApp
+
+    bounded = settings.model_copy(update={"job_memory_bytes": TRAIN_BASE_BYTES + (64 << 20), "max_job_seconds": 60.0})
+    served = ServedApp(bounded)
+    try:
+        client, owner, _ = _owner(served, bounded)
+        with client:
+            wide = {"hidden": [4096]}
+            big_batch = {"method": "bptt", "epochs": 1, "batch_size": 4096}
+            r = client.post("/v1/jobs", json=_train_body("exact", model=wide, training=big_batch, encoder={"T": 100}))
+            _refused(r, "body.training.batch_size", "SQSNN_JOB_MEMORY_BYTES=", "a batch of 4096 at T=100")
+            r = client.post("/v1/jobs", json=_train_body("exact", model=wide, training={"epochs": 1000}))
+            _refused(r, "body.training.epochs", "SQSNN_MAX_JOB_SECONDS=60", "1000 epochs of 32 samples")
+            r = client.post("/v1/jobs", json=_train_body("exact", training={"epochs": 2}))  # 64-4-2: fits
+            assert r.status_code == 202, r.text
+            assert client.post(f"/v1/jobs/{r.json()['id']}/cancel").status_code == 202
+        assert _jobs_of(served, owner) == 1
+    finally:
+        served.stop()

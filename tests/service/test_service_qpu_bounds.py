@@ -1,5 +1,5 @@
-"""Bounded work: inference memory and time estimated before a job runs, chunked or refused naming the limit,
-and the memory model checked against a measured aer run."""
+"""Bounded work: inference and training memory and time estimated before a job runs, chunked or refused naming
+the limit, and both memory models checked against measured runs (an aer chunk, BPTT training steps)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from workers.bounds import BASE_BYTES, CIRCUIT, EXACT, MAX_CHUNK, WorkTooLarge, plan_inference
+from workers.bounds import (
+    BASE_BYTES,
+    CIRCUIT,
+    EXACT,
+    MAX_CHUNK,
+    TRAIN_BASE_BYTES,
+    WorkTooLarge,
+    plan_inference,
+    plan_training,
+)
 from workers.settings import Settings
 
 GiB = 2**30
@@ -101,3 +110,56 @@ def test_the_memory_model_bounds_a_measured_aer_chunk() -> None:
     assert estimate <= 4 * measured  # and not a gross over-estimate
     plan = plan_inference([64, 8, 10], 40, 96, "aer", _settings())
     assert plan.chunks == 1 and plan.peak_bytes >= measured + BASE_BYTES
+
+
+TRAIN_PROBE = textwrap.dedent(
+    """
+    import sys, torch
+    from sqsnn.network import NetworkConfig, SQSNetwork
+    from sqsnn.training.bptt import TrainConfig, batch_loss
+    from sqsnn import kernels
+    kernels.keep_freed_memory()  # as the trainer does
+    torch.set_num_threads(1)
+    hidden, batch, steps = (int(a) for a in sys.argv[1:4])
+    net = SQSNetwork(NetworkConfig(sizes=[784, hidden, 10], seed=0))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(steps, batch, 784, generator=gen) < 0.15).double()
+    y = torch.randint(0, 10, (batch,), generator=gen)
+    for _ in range(2):
+        loss = batch_loss(net(x, gen), y, TrainConfig())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    # VmHWM: this program's own peak (ru_maxrss would carry the forking parent's size across exec)
+    status = open("/proc/self/status").read().splitlines()
+    print(next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:")))
+    """
+)
+
+
+@pytest.mark.parametrize(("hidden", "batch", "steps"), [(1000, 256, 5), (2000, 64, 50), (100, 256, 200)])
+def test_the_training_memory_model_bounds_measured_bptt_steps(hidden, batch, steps) -> None:
+    """Peak resident memory of a process that runs two BPTT steps (imports and kernels included) against the
+    plan's peak: never above it, and not a gross over-estimate."""
+    run = subprocess.run([sys.executable, "-c", TRAIN_PROBE, str(hidden), str(batch), str(steps)],
+                         capture_output=True, text=True, timeout=600, check=True)  # fmt: skip
+    measured = int(run.stdout.split()[-1])
+    plan = plan_training([784, hidden, 10], steps, batch, 1, 1, 1, _settings())
+    assert measured <= plan.peak_bytes <= 2.5 * measured, (measured, plan.peak_bytes)
+
+
+def test_training_that_does_not_fit_is_refused_naming_the_field_and_the_limit() -> None:
+    small = _settings(job_memory_bytes=TRAIN_BASE_BYTES + (64 << 20), max_job_seconds=60)
+    # 784-1000-10: 25 MB of parameters and moments, 4 MB per 32-sample batch at T = 5: fits
+    plan = plan_training([784, 1000, 10], 5, 32, 100, 1, 1, small)
+    assert plan.peak_bytes <= small.job_memory_bytes and 0 < plan.seconds < 60
+    with pytest.raises(WorkTooLarge, match="SQSNN_JOB_MEMORY_BYTES=") as err:
+        plan_training([784, 1000, 10], 50, 256, 100, 1, 1, small)  # a 256-sample batch at T = 50: ~840 MB
+    assert err.value.field == ("training", "batch_size")
+    with pytest.raises(WorkTooLarge, match="SQSNN_MAX_JOB_SECONDS=60") as err:
+        plan_training([784, 1000, 10], 5, 32, 60_000, 20, 1, small)  # 20 epochs of full MNIST
+    assert err.value.field == ("training", "epochs")
+    # the local rule's forward runs per sample multiply its time
+    one, eight = (plan_training([784, 100, 10], 5, 32, 1000, 1, runs, small).seconds for runs in (1, 8))
+    assert eight == pytest.approx(8 * one)
