@@ -283,6 +283,19 @@ def test_cells_are_chosen_on_validation_and_tested_once(tmp_path: Path) -> None:
     assert "| Val accuracy (%) | Test accuracy (%) |" in table and "Best epoch" in table
 
 
+def test_float32_cells_of_every_model_kind_finish_with_their_spike_profile(tmp_path: Path) -> None:
+    # the spike profile after training once fed float64 spikes to a float32 LIF network (a crash after its
+    # last epoch, losing the cell)
+    text = GRID.replace("seeds = [0, 1]", "seeds = [0]")
+    for bptt in ("{{ epochs = 3, batch_size = 20, T = 3", "{{ epochs = 1, batch_size = 20, T = 3"):
+        text = text.replace(bptt, bptt + ', dtype = "float32"')
+    assert text.count('dtype = "float32"') == 3  # the BPTT SQSNN, LIF and QLIF cells (the local rule has none)
+    run_experiment(_write_config(tmp_path, text), log=lambda _: None)
+    cells = _rows(tmp_path / "results" / "cells.csv")
+    assert {c["kind"] for c in cells} == {"sqsnn", "lif", "qlif"} and all(c["status"] == "done" for c in cells)
+    assert all(c["spike_rates"] for c in cells)
+
+
 def test_appending_to_a_file_with_an_older_header_keeps_every_value_under_its_column(tmp_path: Path) -> None:
     from sqsnn.experiments.records import append_rows, read_rows
 
