@@ -41,6 +41,7 @@ from sqsnn.model_io import load_checkpoint, save_checkpoint
 from sqsnn.network import NetworkConfig, SQSNetwork
 from sqsnn.training.bptt import Checkpoint, EpochMetrics, TrainConfig, TrainingStopped, TrainResult, train
 from sqsnn.training.local import LocalConfig, train_local
+from sqsnn.training.loop import with_dtype
 
 
 @dataclass
@@ -80,13 +81,13 @@ def spike_profile(
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per-neuron spike rates ``(n_l,)`` on the test set and the spikes ``(T, n_l)`` of test sample 0."""
     model.train(False)
-    dtype = next(model.parameters()).dtype  # a float32-trained model reads float32 spikes
+    data = with_dtype(data, next(model.parameters()).dtype)  # a float32-trained model reads float32 spikes
     gen = torch.Generator().manual_seed(seed)
     sums: list[torch.Tensor] = []
     raster: list[torch.Tensor] = []
     steps = 0
     for start in range(0, len(data.y_test), 500):
-        x = encode(data.x_test[start : start + 500], data.kind, T, p_max, gen).to(dtype)
+        x = encode(data.x_test[start : start + 500], data.kind, T, p_max, gen)
         out = model(x, gen)
         if not sums:
             sums = [s.sum(dim=(0, 1)) for s in out.spikes]
