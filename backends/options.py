@@ -87,7 +87,7 @@ class Budget(_Strict):
     is submitted and charged as submissions go; the job fails rather than exceed them."""
 
     max_shots: Annotated[int | None, Field(ge=1)] = None
-    max_cost_usd: Annotated[float | None, Field(ge=0)] = None
+    max_cost_usd: Annotated[float | None, Field(ge=0, strict=True)] = None  # a JSON true is not 1 dollar
 
 
 class RunPolicy(_Strict):
