@@ -187,14 +187,25 @@ def sqs_step(
     """
     check_surrogate(surrogate)
     p = spike_probability(z, state, params, mode, leak=leak)
-    u = torch.rand(p.shape, generator=generator, dtype=p.dtype, device=p.device)
-    hard = (u < p.detach()).to(p.dtype)
+    u = draw_uniforms((1, *p.shape), generator, kernel_dtype(p.dtype))[0].to(p.device)
+    hard = (u < p.detach().to(u.dtype)).to(p.dtype)
     return _with_surrogate(hard, p, surrogate), p, next_state(z, state, params, mode, hard, leak=leak)
 
 
 def kernel_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype the fused kernels compute in for tensors of ``dtype``: float32 stays, others are float64."""
     return torch.float32 if dtype == torch.float32 else torch.float64
+
+
+def draw_uniforms(shape: tuple[int, ...], generator: torch.Generator | None, dtype: torch.dtype) -> Tensor:
+    """The single-shot uniforms of a layer: ``shape = (T, *rest)`` on the CPU in ``dtype``, one key per step
+    from ``generator`` and Philox4x32-10 counters (:func:`sqsnn.kernels.draw_uniforms`): a neuron spikes at a
+    step when its uniform is below its probability. T calls with ``T = 1`` give the same numbers as one
+    call, so :func:`sqs_step` in a loop and :func:`sqs_layer` sample the same spikes."""
+    from sqsnn import kernels
+
+    keys_device = generator.device if generator is not None else torch.device("cpu")
+    return kernels.draw_uniforms(shape[0], tuple(shape[1:]), generator, dtype, keys_device)
 
 
 class _Trajectory(NamedTuple):
@@ -285,9 +296,8 @@ class _SQSLayerFn(torch.autograd.Function):
         generator: torch.Generator | None,
         leak: float,
     ) -> tuple[Tensor, Tensor]:
-        # one draw for all steps: the CPU generator fills it in order, so these are the same numbers as
-        # sqs_step's T successive (B, n) draws (tested)
-        u = torch.rand(z.shape, generator=generator, dtype=kernel_dtype(z.dtype))
+        # one key per step, as sqs_step's T successive draws: the same numbers (tested)
+        u = draw_uniforms(tuple(z.shape), generator, kernel_dtype(z.dtype))
         run = _kernel_forward(z, SQSParams(theta_ent, theta_mem, theta_in), mode, u, record=False)
         ctx.set_materialize_grads(False)
         ctx.saved = run.saved
@@ -321,7 +331,7 @@ def sqs_layer_trace(
                 probabilities.append(p)
         stacked = SQSState(*(torch.stack(field) for field in zip(*records, strict=True)))
         return torch.stack(sampled), torch.stack(probabilities), stacked
-    u = torch.rand(z.shape, generator=generator, dtype=kernel_dtype(z.dtype))
+    u = draw_uniforms(tuple(z.shape), generator, kernel_dtype(z.dtype))
     run = _kernel_forward(z, params, mode, u, record=True)
     spikes, probs = run.spikes.to(z.dtype), run.probs.to(z.dtype)
     last = torch.cat([torch.zeros_like(spikes[:1]), spikes[:-1]])

@@ -26,10 +26,6 @@ EVENT_DENSITY: dict[torch.dtype, float] = {torch.float64: 0.25, torch.float32: 0
 2-core machine: event/dense time 0.27 / 0.39 / 0.53 / 0.47 / 0.85 (float64) and 0.38 / 0.63 / 0.69 / 0.72 /
 1.08 (float32) at densities 0.05 / 0.10 / 0.15 / 0.20 / 0.30 with 2 threads, and a crossing at 0.30 for both
 dtypes with one thread (CPU time); 0.25 keeps a margin below it."""
-"""Per dtype, the input density (share of non-zero entries) up to which the event-driven product runs.
-Chosen with ``bench/train_throughput.py --densities`` (784 -> 1000, 1,280 rows, one thread): the event path
-(forward + weight gradient) took 0.75x / 0.85x / 1.00x / 1.39x the dense time at densities 0.02 / 0.05 /
-0.10 / 0.15 in float64, and 0.93x / 1.21x / 1.77x at 0.02 / 0.05 / 0.10 in float32 (README, speed)."""
 
 
 class _EventLinearFn(torch.autograd.Function):
