@@ -41,8 +41,9 @@ def rate_encode(x: Tensor, T: int, p_max: float, generator: torch.Generator) -> 
         x: ``(B, D)`` floating-point intensities in ``[0, 1]``.
         T: number of time steps (>= 1).
         p_max: cap on the per-step spike probability, in ``(0, 1]``.
-        generator: the ``torch.Generator`` that draws every spike (same device as ``x``); the same
-            generator state gives the same spikes.
+        generator: the ``torch.Generator`` that draws every spike (same device as ``x``): one key per
+            step, expanded by Philox4x32-10 (:func:`sqsnn.kernels.draw_uniforms`); the same generator
+            state gives the same spikes.
 
     Returns:
         ``(T, B, D)`` tensor of ``x``'s dtype holding 0.0 / 1.0, with
@@ -65,10 +66,13 @@ def rate_encode(x: Tensor, T: int, p_max: float, generator: torch.Generator) -> 
         raise ValueError(f"rate_encode expects intensities in [0, 1], got values in [{lo}, {hi}]")
     if generator.device.type != x.device.type:
         raise ValueError(f"generator is on {generator.device} but x is on {x.device}; use one device")
+    from sqsnn import kernels
+
     p = x.clamp(max=float(p_max))
-    u = torch.rand((T, *x.shape), generator=generator, dtype=x.dtype, device=x.device)
-    # u ~ U[0, 1): P(u < p) = p exactly, and p = 0 never spikes.
-    return (u < p).to(x.dtype)
+    # u ~ U[0, 1) on the float grid of x's kernel dtype (Philox4x32-10, one key per step from generator):
+    # P(u < p) = p for p on that grid, and p = 0 never spikes.
+    u = kernels.draw_uniforms((T, *x.shape), generator, x.dtype).to(x.device)
+    return (u < p.to(u.dtype)).to(x.dtype)
 
 
 def frames_encode(frames: Tensor) -> Tensor:

@@ -19,7 +19,9 @@ per step, where they pass.
 
 Arrays are ``(T, B, n)`` C-contiguous, all of one floating dtype (float64 or float32; numba compiles one
 version per dtype); per-neuron arrays are ``(n,)``; ``fired`` is the ``(T, B, n)`` uint8 copy of the
-spikes. The half angles and their sines and cosines are computed in float64 and rounded. Constants are
+spikes. The half angles and their sines and cosines are computed in the arrays' dtype: float32 has its own
+reduction and polynomials (:func:`sincos_float32`, twice the SIMD lanes; within 1.2e-7 of float64's
+values, tested) and a smaller angle limit (:data:`ANGLE_LIMIT_FLOAT32`). Constants are
 made in the arrays' dtype (``arr.dtype.type(...)``) so that no float64 literal promotes float32
 arithmetic. Modes are integers: 0 quantum, 1 memoryless, 2 official.
 
@@ -69,7 +71,20 @@ _S4, _S5, _S6 = 2.75573137070700676789e-06, -2.50507602534068634195e-08, 1.58969
 _C1, _C2, _C3 = 4.16666666666666019037e-02, -1.38888888888741095749e-03, 2.48015872894767294178e-05
 _C4, _C5, _C6 = -2.75573143513906633035e-07, 2.08757232129817482790e-09, -1.13596475577881948265e-11
 ANGLE_LIMIT = 1.0e6
-"""Largest |half angle| (radians) the kernels' sine and cosine reduce exactly (``|k| < 2^20`` quarter turns)."""
+"""Largest |half angle| (radians) the kernels' float64 sine and cosine reduce exactly (``|k| < 2^20`` quarter
+turns)."""
+
+# float32: pi/2 in three parts (8 + 12 + 24 bits: k * part exact for |k| < 2^12), and the minimax polynomials of
+# sin and cos on [-pi/4, pi/4] to float32 precision (Cephes' sinf / cosf coefficients).
+_PIO2_1F, _PIO2_2F = np.float32(1.5703125), np.float32(4.838705062866211e-04)
+_PIO2_3F = np.float32(-4.371138828673793e-08)
+_TWO_OVER_PI_F = np.float32(6.36619772367581382433e-01)
+_ROUND_F = np.float32(12582912.0)  # 1.5 * 2^23: rounds a float32 |x| < 2^22 to an integer
+_S1F, _S2F, _S3F = np.float32(-1.6666654611e-1), np.float32(8.3321608736e-3), np.float32(-1.9515295891e-4)
+_C1F, _C2F, _C3F = np.float32(4.166664568298827e-2), np.float32(-1.388731625493765e-3), np.float32(2.443315711809948e-5)
+_HALF_F, _ONE_F = np.float32(0.5), np.float32(1.0)
+ANGLE_LIMIT_FLOAT32 = 6.0e3
+"""Largest |half angle| (radians) of the float32 kernels (``|k| < 2^12`` quarter turns reduce exactly)."""
 
 
 @numba.njit(inline="always", **_OPTS)
@@ -91,15 +106,44 @@ def sincos(h: float) -> tuple[float, float]:  # pragma: no cover - compiled
     return sin_h, cos_h
 
 
+@numba.njit(inline="always", **_OPTS)
+def sincos_float32(h: np.float32) -> tuple[np.float32, np.float32]:  # pragma: no cover - compiled
+    """``(sin h, cos h)`` in float32 within a few float32 ulps for ``|h| <= ANGLE_LIMIT_FLOAT32``: :func:`sincos`'s
+    scheme in single precision (twice the SIMD lanes)."""
+    k = (h * _TWO_OVER_PI_F + _ROUND_F) - _ROUND_F
+    r = ((h - k * _PIO2_1F) - k * _PIO2_2F) - k * _PIO2_3F
+    r2 = r * r
+    sin_r = r + r * r2 * (_S1F + r2 * (_S2F + r2 * _S3F))
+    cos_r = _ONE_F - _HALF_F * r2 + r2 * r2 * (_C1F + r2 * (_C2F + r2 * _C3F))
+    q = np.int32(k) & 3
+    odd = (q & 1) != 0
+    sin_h = cos_r if odd else sin_r
+    cos_h = sin_r if odd else cos_r
+    sin_h = -sin_h if (q & 2) != 0 else sin_h
+    cos_h = -cos_h if ((q + 1) & 2) != 0 else cos_h
+    return sin_h, cos_h
+
+
+@numba.njit(inline="always", **_OPTS)
+def half_angle_sincos(z: float, offset_half: float) -> tuple[float, float, float]:  # pragma: no cover - compiled
+    """The half angle ``h = pi max(z, 0) / 2 + offset_half`` and its sine and cosine, in ``z``'s precision:
+    float64 (:func:`sincos`) or float32 (:func:`sincos_float32`; ``offset_half`` then float32 as well)."""
+    if isinstance(z, np.float32):
+        h32 = np.float32(0.5 * np.pi) * max(z, np.float32(0.0)) + offset_half
+        s32, c32 = sincos_float32(h32)
+        return h32, s32, c32
+    h = 0.5 * np.pi * max(z, 0.0) + offset_half
+    s64, c64 = sincos(h)
+    return h, s64, c64
+
+
 @numba.njit(parallel=True, **_OPTS)
-def sincos_array(
-    h: npt.NDArray[np.float64],
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:  # pragma: no cover
-    """:func:`sincos` of every entry of a 1-D float64 array (for tests)."""
+def sincos_array(h: Array) -> tuple[Array, Array]:  # pragma: no cover
+    """The kernels' sine and cosine of every entry of a 1-D float64 or float32 array (for tests)."""
     sin_out = np.empty_like(h)
     cos_out = np.empty_like(h)
     for i in numba.prange(h.shape[0]):
-        sin_out[i], cos_out[i] = sincos(h[i])
+        _, sin_out[i], cos_out[i] = half_angle_sincos(h.dtype.type(0.0), h[i])
     return sin_out, cos_out
 
 
@@ -174,38 +218,34 @@ def uniforms(keys: npt.NDArray[np.uint64], out: Array) -> None:  # pragma: no co
         _philox_planes(keys[t] & _LOW32, keys[t] >> _SHIFT32, c * length, out[t, c])
 
 
-def draw_uniforms(
-    steps: int,
-    shape: tuple[int, ...],
-    generator: torch.Generator | None,
-    dtype: torch.dtype,
-    keys_device: torch.device | str = "cpu",
-) -> torch.Tensor:
-    """``(steps, *shape)`` uniforms on ``[0, 1)`` in ``dtype`` (float32; any other dtype gives float64), on
-    the CPU.
+def draw_uniforms(shape: tuple[int, ...], generator: torch.Generator | None, dtype: torch.dtype) -> torch.Tensor:
+    """The single-shot uniforms of ``T`` steps: ``shape = (T, *rest)``, values on ``[0, 1)`` in ``dtype``
+    (float32; any other dtype gives float64), on the CPU.
 
-    Each step takes one key, ``torch.randint(0, 2^63 - 1)`` from ``generator`` (the global generator when
-    None; ``keys_device`` is the generator's device), and fills its ``shape`` in C order from the flattened
-    :func:`uniforms` layout (:data:`UNIFORM_CHUNKS` chunks of ``P`` planes), in parallel. The generator
-    advances by ``steps`` draws, so ``steps`` calls with ``steps = 1`` give the same numbers as one call
-    (tested): a layer run whole and step by step samples the same spikes.
+    Each step takes one key, ``torch.randint(0, 2^63 - 1)`` from ``generator`` (on the generator's device;
+    the global generator when None), and fills its ``rest`` in C order from the flattened :func:`uniforms`
+    layout (:data:`UNIFORM_CHUNKS` chunks of ``P`` planes), in parallel. The generator advances by ``T``
+    draws, so ``T`` calls with ``T = 1`` give the same numbers as one call (tested): a layer run whole and
+    step by step samples the same spikes.
     """
-    keys = torch.randint(0, 2**63 - 1, (steps,), generator=generator, dtype=torch.int64, device=keys_device).cpu()
-    size = int(np.prod(shape))
+    steps, rest = shape[0], shape[1:]
+    device = generator.device if generator is not None else torch.device("cpu")
+    keys = torch.randint(0, 2**63 - 1, (steps,), generator=generator, dtype=torch.int64, device=device).cpu()
+    size = int(np.prod(rest))
     np_dtype = np.float32 if dtype == torch.float32 else np.float64
     planes = 4 if np_dtype == np.float32 else 2
     length = -(-size // (planes * UNIFORM_CHUNKS))
     out = np.empty((steps, UNIFORM_CHUNKS, planes, length), dtype=np_dtype)
     match_torch_threads()
     uniforms(keys.numpy().view(np.uint64), out)
-    return torch.from_numpy(out).reshape(steps, -1)[:, :size].reshape(steps, *shape)
+    return torch.from_numpy(out).reshape(steps, -1)[:, :size].reshape(shape)
 
 
 @numba.njit(parallel=True, **_OPTS)
 def neuron_forward(
     z: Array,
     u: Array,
-    offset_half: npt.NDArray[np.float64],
+    offset_half: Array,
     ce: Array,
     se: Array,
     cm: Array,
@@ -217,10 +257,11 @@ def neuron_forward(
 
     Returns ``spikes``, ``probs`` (``(T, B, n)``, ``z``'s dtype), ``fired`` (uint8), the memory's Bloch y
     and z entering every step when ``record`` (mode quantum; ``(T, B, n)``, else ``(0, 0, 0)``) and the
-    number of half angles that were not finite or beyond :data:`ANGLE_LIMIT` (the caller refuses them).
-    ``offset_half (n,)``: half the angle added to ``phi`` (float64); ``ce, se`` and ``cm, sm``: cosine and
-    sine of ``theta_ent / 2`` and of ``theta_mem``. The first half angle of every step is computed in
-    float64, its sine and cosine rounded to ``z``'s dtype.
+    number of half angles that were not finite or beyond :data:`ANGLE_LIMIT` (float32:
+    :data:`ANGLE_LIMIT_FLOAT32`; the caller refuses them). ``offset_half (n,)``: half the angle added to
+    ``phi``; ``ce, se`` and ``cm, sm``: cosine and sine of ``theta_ent / 2`` and of ``theta_mem``; all in
+    ``z``'s dtype, in which the half angles and their sines and cosines are computed
+    (:func:`half_angle_sincos`).
     """
     steps, batch, n = z.shape
     spikes = np.empty_like(z)
@@ -232,7 +273,7 @@ def neuron_forward(
     one = z.dtype.type(1.0)
     zero = one - one
     half = one / (one + one)
-    half_pi = 0.5 * np.pi
+    limit = ANGLE_LIMIT_FLOAT32 if z.itemsize == 4 else ANGLE_LIMIT
     out_of_range = np.zeros(batch, dtype=np.int64)
     for b in numba.prange(batch):
         y = np.zeros_like(ce)  # Bloch y of the memory (quantum) ...
@@ -243,9 +284,8 @@ def neuron_forward(
         for t in range(steps):
             bad = 0
             for j in range(n):
-                h = half_pi * max(np.float64(z[t, b, j]), 0.0) + offset_half[j]
-                bad += 0 if abs(h) <= ANGLE_LIMIT else 1
-                s_h, c_h = sincos(h)
+                h, s_h, c_h = half_angle_sincos(z[t, b, j], offset_half[j])
+                bad += 0 if abs(h) <= limit else 1
                 sines[j] = s_h
                 cosines[j] = c_h
             out_of_range[b] += bad
@@ -295,7 +335,7 @@ def neuron_backward(
     g_spikes: Array,
     g_probs: Array,
     has_g_probs: bool,
-    offset_half: npt.NDArray[np.float64],
+    offset_half: Array,
     ce: Array,
     se: Array,
     cm: Array,
@@ -326,7 +366,6 @@ def neuron_backward(
     two = one + one
     pi_above = z.dtype.type(np.pi)
     pi_below = z.dtype.type(pi_slope_below)
-    half_pi = 0.5 * np.pi
     reverse = np.arange(steps - 1, -1, -1)
     for b in numba.prange(batch):
         sines = np.empty((steps, n), dtype=z.dtype)
@@ -338,7 +377,7 @@ def neuron_backward(
             zs[0, j] = one
         for t in range(steps):
             for j in range(n):
-                s_h, c_h = sincos(half_pi * max(np.float64(z[t, b, j]), 0.0) + offset_half[j])
+                _, s_h, c_h = half_angle_sincos(z[t, b, j], offset_half[j])
                 sines[t, j] = s_h
                 cosines[t, j] = c_h
             if mode == 0:

@@ -187,7 +187,9 @@ def sqs_step(
     """
     check_surrogate(surrogate)
     p = spike_probability(z, state, params, mode, leak=leak)
-    u = draw_uniforms((1, *p.shape), generator, kernel_dtype(p.dtype))[0].to(p.device)
+    from sqsnn import kernels
+
+    u = kernels.draw_uniforms((1, *p.shape), generator, kernel_dtype(p.dtype))[0].to(p.device)
     hard = (u < p.detach().to(u.dtype)).to(p.dtype)
     return _with_surrogate(hard, p, surrogate), p, next_state(z, state, params, mode, hard, leak=leak)
 
@@ -195,17 +197,6 @@ def sqs_step(
 def kernel_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype the fused kernels compute in for tensors of ``dtype``: float32 stays, others are float64."""
     return torch.float32 if dtype == torch.float32 else torch.float64
-
-
-def draw_uniforms(shape: tuple[int, ...], generator: torch.Generator | None, dtype: torch.dtype) -> Tensor:
-    """The single-shot uniforms of a layer: ``shape = (T, *rest)`` on the CPU in ``dtype``, one key per step
-    from ``generator`` and Philox4x32-10 counters (:func:`sqsnn.kernels.draw_uniforms`): a neuron spikes at a
-    step when its uniform is below its probability. T calls with ``T = 1`` give the same numbers as one
-    call, so :func:`sqs_step` in a loop and :func:`sqs_layer` sample the same spikes."""
-    from sqsnn import kernels
-
-    keys_device = generator.device if generator is not None else torch.device("cpu")
-    return kernels.draw_uniforms(shape[0], tuple(shape[1:]), generator, dtype, keys_device)
 
 
 class _Trajectory(NamedTuple):
@@ -226,7 +217,7 @@ def _kernel_forward(z: Tensor, params: SQSParams, mode: str, u: Tensor, record: 
     kernels.match_torch_threads()
     dtype = kernel_dtype(z.dtype)
     te, tm, ti = (a.detach().to(torch.float64) for a in params)
-    offset_half = (0.5 * (tm + ti if mode == "official" else ti)).contiguous().numpy()
+    offset_half = (0.5 * (tm + ti if mode == "official" else ti)).to(dtype).contiguous().numpy()
     per_neuron = [
         f.to(dtype).contiguous().numpy() for f in (torch.cos(0.5 * te), torch.sin(0.5 * te), tm.cos(), tm.sin())
     ]
@@ -235,8 +226,9 @@ def _kernel_forward(z: Tensor, params: SQSParams, mode: str, u: Tensor, record: 
         z_np, u.detach().contiguous().numpy(), offset_half, *per_neuron, kernels.MODE_CODES[mode], record
     )
     if out_of_range:
+        limit = kernels.ANGLE_LIMIT_FLOAT32 if dtype == torch.float32 else kernels.ANGLE_LIMIT
         raise ValueError(
-            f"{out_of_range} currents are not finite or give an angle beyond {kernels.ANGLE_LIMIT:g} rad "
+            f"{out_of_range} currents are not finite or give an angle beyond {limit:g} rad "
             "(pi * max(z, 0) / 2 + the neuron's offset)"
         )
     saved = (z_np, fired, offset_half, *per_neuron)
@@ -297,7 +289,9 @@ class _SQSLayerFn(torch.autograd.Function):
         leak: float,
     ) -> tuple[Tensor, Tensor]:
         # one key per step, as sqs_step's T successive draws: the same numbers (tested)
-        u = draw_uniforms(tuple(z.shape), generator, kernel_dtype(z.dtype))
+        from sqsnn import kernels
+
+        u = kernels.draw_uniforms(tuple(z.shape), generator, kernel_dtype(z.dtype))
         run = _kernel_forward(z, SQSParams(theta_ent, theta_mem, theta_in), mode, u, record=False)
         ctx.set_materialize_grads(False)
         ctx.saved = run.saved
@@ -331,7 +325,9 @@ def sqs_layer_trace(
                 probabilities.append(p)
         stacked = SQSState(*(torch.stack(field) for field in zip(*records, strict=True)))
         return torch.stack(sampled), torch.stack(probabilities), stacked
-    u = draw_uniforms(tuple(z.shape), generator, kernel_dtype(z.dtype))
+    from sqsnn import kernels
+
+    u = kernels.draw_uniforms(tuple(z.shape), generator, kernel_dtype(z.dtype))
     run = _kernel_forward(z, params, mode, u, record=True)
     spikes, probs = run.spikes.to(z.dtype), run.probs.to(z.dtype)
     last = torch.cat([torch.zeros_like(spikes[:1]), spikes[:-1]])

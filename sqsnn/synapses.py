@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-EVENT_DENSITY: dict[torch.dtype, float] = {torch.float64: 0.25, torch.float32: 0.25}
-"""Input densities at or below which the event-driven product is used, per dtype. Measured with
-``bench/train_throughput.py --densities`` (784 -> 1000, 1,280 rows, forward + weight gradient) on an idle
-2-core machine: event/dense time 0.27 / 0.39 / 0.53 / 0.47 / 0.85 (float64) and 0.38 / 0.63 / 0.69 / 0.72 /
-1.08 (float32) at densities 0.05 / 0.10 / 0.15 / 0.20 / 0.30 with 2 threads, and a crossing at 0.30 for both
-dtypes with one thread (CPU time); 0.25 keeps a margin below it."""
+EVENT_DENSITY: dict[torch.dtype, float] = {torch.float64: 0.12, torch.float32: 0.12}
+"""Input densities at or below which the event-driven product is used, per dtype. Where event-driven and
+dense cross depends on the machine's BLAS: ``bench/train_throughput.py --densities`` (784 -> 1000, 1,280 rows,
+forward + weight gradient, idle 2-core machines) crossed at 0.30 for both dtypes on an AVX2-class machine
+(2026-11-30, first session) and at 0.15 on an AVX-512 one (second session; event/dense 0.77 float64 and 0.81
+float32 at 0.12, one thread, CPU time). 0.12 is a gain on both."""
 
 
 class _EventLinearFn(torch.autograd.Function):

@@ -83,10 +83,31 @@ def test_the_kernels_sine_and_cosine_are_within_two_ulps_of_libm() -> None:
     assert torch.allclose(torch.from_numpy(cos_h), torch.cos(h), rtol=0, atol=4.5e-16)
 
 
+def test_the_float32_sine_and_cosine_are_within_two_float32_ulps() -> None:
+    """The float32 polynomial sincos against float64 libm on the same float32 angles, over every quarter
+    turn and the whole float32 range (an absolute bound: 2 ulps of 1 in float32 is 1.2e-7)."""
+    g = torch.Generator().manual_seed(1)
+    small = (torch.rand(200_000, generator=g, dtype=torch.float64) * 2 - 1) * 10
+    turns = torch.arange(-40, 41, dtype=torch.float64) * (math.pi / 4)
+    large = (torch.rand(20_000, generator=g, dtype=torch.float64) * 2 - 1) * kernels.ANGLE_LIMIT_FLOAT32
+    h = torch.cat([small, turns, large]).to(torch.float32)
+    sin_h, cos_h = kernels.sincos_array(h.numpy())
+    assert sin_h.dtype == cos_h.dtype == h.numpy().dtype
+    exact = h.double()
+    assert torch.allclose(torch.from_numpy(sin_h).double(), torch.sin(exact), rtol=0, atol=1.2e-7)
+    assert torch.allclose(torch.from_numpy(cos_h).double(), torch.cos(exact), rtol=0, atol=1.2e-7)
+
+
 def test_currents_beyond_the_angle_limit_or_not_finite_are_refused() -> None:
     z, params, _ = layer(1)
     for bad in (float("nan"), float("inf"), 1e7):
         z_bad = z.clone()
         z_bad[2, 3, 4] = bad
-        with pytest.raises(ValueError, match="not finite or give an angle beyond"):
+        with pytest.raises(ValueError, match="not finite or give an angle beyond 1e"):
             sqs_layer(z_bad, params, "quantum", torch.Generator().manual_seed(0))
+    z_bad = z.clone()
+    z_bad[0, 0, 0] = 1e4  # within the float64 limit, beyond float32's
+    sqs_layer(z_bad, params, "quantum", torch.Generator().manual_seed(0))
+    single = SQSParams(*(a.float() for a in params))
+    with pytest.raises(ValueError, match="not finite or give an angle beyond 6000 rad"):
+        sqs_layer(z_bad.float(), single, "quantum", torch.Generator().manual_seed(0))

@@ -9,7 +9,6 @@ import torch
 from scipy import stats
 
 from sqsnn import kernels
-from sqsnn.neuron import draw_uniforms
 
 # Random123's known-answer vectors for philox4x32 with 10 rounds: (counter, key, result).
 KNOWN_ANSWERS = [
@@ -37,7 +36,7 @@ def test_uniforms_are_the_philox_words_on_the_float_grid(dtype: torch.dtype) -> 
     says: step t, chunk c, plane k, index j hold block c L + j of key t."""
     g = torch.Generator().manual_seed(11)
     shape = (3, 7, 13)  # 273 values per step: a partial last chunk
-    u = draw_uniforms((2, *shape), g, dtype)
+    u = kernels.draw_uniforms((2, *shape), g, dtype)
     assert u.shape == (2, *shape) and u.dtype == dtype
     keys = torch.randint(0, 2**63 - 1, (2,), generator=torch.Generator().manual_seed(11)).numpy().view(np.uint64)
     planes = 4 if dtype == torch.float32 else 2
@@ -58,9 +57,9 @@ def test_uniforms_are_the_philox_words_on_the_float_grid(dtype: torch.dtype) -> 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_one_call_equals_step_by_step_calls(dtype: torch.dtype) -> None:
-    whole = draw_uniforms((4, 9, 31), torch.Generator().manual_seed(5), dtype)
+    whole = kernels.draw_uniforms((4, 9, 31), torch.Generator().manual_seed(5), dtype)
     g = torch.Generator().manual_seed(5)
-    steps = torch.cat([draw_uniforms((1, 9, 31), g, dtype) for _ in range(4)])
+    steps = torch.cat([kernels.draw_uniforms((1, 9, 31), g, dtype) for _ in range(4)])
     assert torch.equal(whole, steps)
     assert not torch.equal(whole[0], whole[1])  # a fresh key per step
 
@@ -69,7 +68,7 @@ def test_one_call_equals_step_by_step_calls(dtype: torch.dtype) -> None:
 def test_uniforms_are_uniform_and_independent(dtype: torch.dtype) -> None:
     """Chi-square tests at level 1e-4 each: 64 equal bins of all values; 8 x 8 bins of pairs of
     neighbouring values (within a row) and of the same position in consecutive steps."""
-    u = draw_uniforms((4, 256, 1000), torch.Generator().manual_seed(2), dtype).numpy().astype(np.float64)
+    u = kernels.draw_uniforms((4, 256, 1000), torch.Generator().manual_seed(2), dtype).numpy().astype(np.float64)
     counts = np.bincount((u * 64).astype(np.int64).ravel(), minlength=64)
     assert stats.chisquare(counts).pvalue > 1e-4
     for a, b in ((u[:, :, :-1:2], u[:, :, 1::2]), (u[:-1], u[1:])):
