@@ -67,3 +67,17 @@ def test_the_event_path_runs_only_below_the_density_threshold() -> None:
     assert "EventLinear" in type(synapses.linear(sparse, weight, event_density=0.5).grad_fn).__name__
     assert "EventLinear" not in type(synapses.linear(dense, weight, event_density=0.5).grad_fn).__name__
     assert "EventLinear" not in type(synapses.linear(sparse, weight, event_density=0.0).grad_fn).__name__
+
+
+def test_the_probe_sends_clearly_dense_inputs_to_blas_and_the_exact_count_decides_the_rest() -> None:
+    """Every PROBE_STRIDE-th row is looked at first; the exact count still has the last word."""
+    weight = torch.randn(8, 40, dtype=torch.float64, requires_grad=True)
+    rows = 4 * synapses.PROBE_STRIDE
+    probed = torch.arange(rows) % synapses.PROBE_STRIDE == 0
+    hidden_dense = torch.zeros(rows, 40, dtype=torch.float64)
+    hidden_dense[~probed, :30] = 1.0  # probed rows empty, overall density 0.70
+    assert "EventLinear" not in type(synapses.linear(hidden_dense, weight, event_density=0.5).grad_fn).__name__
+    probe_dense = torch.zeros(rows, 40, dtype=torch.float64)
+    probe_dense[probed] = 1.0  # probed rows full, overall density 1/16
+    assert "EventLinear" not in type(synapses.linear(probe_dense, weight, event_density=0.5).grad_fn).__name__
+    assert "EventLinear" in type(synapses.linear(probe_dense, weight, event_density=1.0).grad_fn).__name__
