@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from fastapi import status
-from sqlalchemy import Text, cast, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -111,8 +111,7 @@ def check_inputs(session: Session, settings: Settings, owner: str, spec: InferJo
 
 def stored_bytes(session: Session, owner: str) -> int:
     """Bytes the owner stores: job specs and results (as JSON text), model files and checkpoint files."""
-    job_bytes = func.length(cast(Job.spec, Text)) + func.coalesce(func.length(cast(Job.result, Text)), 0)
-    jobs = select(func.coalesce(func.sum(job_bytes), 0)).where(Job.owner == owner)
+    jobs = select(func.coalesce(func.sum(Job.stored_bytes), 0)).where(Job.owner == owner)
     models = select(func.coalesce(func.sum(Model.size_bytes), 0)).where(Model.owner == owner)
     checkpoints = (
         select(func.coalesce(func.sum(StoredCheckpoint.size_bytes), 0))

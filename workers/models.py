@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Computed,
     DateTime,
     Float,
     ForeignKey,
@@ -60,6 +61,11 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+STORED_BYTES_SQL = "length(CAST(spec AS TEXT)) + coalesce(length(CAST(result AS TEXT)), 0)"
+"""A job's stored bytes (its spec and result as JSON text), computed by the database on every write (a stored
+generated column: PostgreSQL and SQLite), so the storage quota sums an indexed integer instead of every spec."""
+
+
 class Job(Base):
     """A training or inference job and its current state."""
 
@@ -69,6 +75,7 @@ class Job(Base):
         Index("ix_jobs_owner_created", "owner", "created_at", "id"),
         Index("ix_jobs_state", "state"),
         Index("ix_jobs_owner_state_created", "owner", "state", "created_at", "id"),  # 0003: filtered lists, limits
+        Index("ix_jobs_owner_stored_bytes", "owner", "stored_bytes"),  # 0004: the quota's sum, from the index
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     owner: Mapped[str] = mapped_column(String(100))
@@ -85,6 +92,7 @@ class Job(Base):
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     input_model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id", ondelete="SET NULL"))
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, Computed(STORED_BYTES_SQL, persisted=True))
     failure_reason: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -315,6 +315,25 @@ def test_submit_limits_are_422_naming_the_limit_and_quota_is_403(limited, train_
     assert r.status_code == 403 and "SQSNN_STORAGE_QUOTA_BYTES" in r.json()["message"]
 
 
+def test_stored_bytes_follow_the_spec_and_the_result_as_stored(limited, train_body) -> None:
+    """jobs.stored_bytes (the quota's summand) is computed by the database on every write: the spec's JSON text
+    at submission, plus the result's when a worker stores one."""
+    import json
+
+    from workers.models import Job
+
+    c, _ = limited
+    job_id = c.post("/v1/jobs", json=train_body(seed=7)).json()["id"]
+    sessions = c.app.state.sessions  # type: ignore[attr-defined]
+    with sessions() as s:
+        job = s.get(Job, job_id)
+        assert job is not None and job.stored_bytes == len(json.dumps(job.spec))
+        job.result = {"test_accuracy": 0.5, "note": "x" * 100}
+        s.commit()
+        s.refresh(job)
+        assert job.stored_bytes == len(json.dumps(job.spec)) + len(json.dumps(job.result))
+
+
 def test_retention_keeps_the_newest_checkpoints_and_the_best(served, settings, tmp_path) -> None:
     from datetime import timedelta
 
