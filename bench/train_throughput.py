@@ -96,6 +96,8 @@ def bench_case(
     g_spikes = [torch.randn_like(s) for s in outs]
 
     def neurons_backward() -> None:
+        for z in z_leaves:  # in a training step the currents are not leaves: nothing accumulates into them
+            z.grad = None
         torch.autograd.backward(outs, g_spikes, retain_graph=True)
 
     final = out.spikes[-1].detach().requires_grad_(True)
