@@ -45,7 +45,11 @@ import ctypes.util
 import functools
 from typing import Any
 
+# isort: off
+from sqsnn import cpu_target  # noqa: F401  (sets numba's target features; must come before numba's import)
 import numba
+
+# isort: on
 import numpy as np
 import numpy.typing as npt
 import torch

@@ -20,12 +20,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-EVENT_DENSITY: dict[torch.dtype, float] = {torch.float64: 0.12, torch.float32: 0.12}
+EVENT_DENSITY: dict[torch.dtype, float] = {torch.float64: 0.10, torch.float32: 0.10}
 """Input densities at or below which the event-driven product is used, per dtype. Where event-driven and
-dense cross depends on the machine's BLAS: ``bench/train_throughput.py --densities`` (784 -> 1000, 1,280 rows,
-forward + weight gradient, idle 2-core machines) crossed at 0.30 for both dtypes on an AVX2-class machine
-(2026-11-30, first session) and at 0.15 on an AVX-512 one (second session; event/dense 0.77 float64 and 0.81
-float32 at 0.12, one thread, CPU time). 0.12 is a gain on both."""
+dense cross depends on the machine's BLAS and vector width: ``bench/train_throughput.py --densities`` (784 ->
+1000, 1,280 rows, forward + weight gradient, idle 2-core machines) crossed at 0.30 for both dtypes on an
+AVX2-class machine (2026-11-30, first session) and at 0.15 on an AVX-512 one (second session, 256-bit vectors),
+then at 0.12-0.13 once the kernels were compiled for 512-bit vectors (:mod:`sqsnn.cpu_target`; event/dense
+0.72 float64 and 0.83 float32 at 0.10, two threads). 0.10 is a gain on every one of them."""
 
 
 PROBE_STRIDE = 16
