@@ -92,6 +92,18 @@ ANGLE_LIMIT_FLOAT32 = 6.0e3
 
 
 @numba.njit(inline="always", **_OPTS)
+def _quarter_turn(q: int, sin_r: float, cos_r: float) -> tuple[float, float]:  # pragma: no cover - compiled
+    """``(sin h, cos h)`` from those of the reduced angle ``r`` for ``h = r + q pi/2`` (``q`` in 0..3), by
+    selects (branch-free)."""
+    odd = (q & 1) != 0
+    sin_h = cos_r if odd else sin_r
+    cos_h = sin_r if odd else cos_r
+    sin_h = -sin_h if (q & 2) != 0 else sin_h
+    cos_h = -cos_h if ((q + 1) & 2) != 0 else cos_h
+    return sin_h, cos_h
+
+
+@numba.njit(inline="always", **_OPTS)
 def sincos(h: float) -> tuple[float, float]:  # pragma: no cover - compiled
     """``(sin h, cos h)`` in float64 within ~1 ulp for ``|h| <= ANGLE_LIMIT``: branch-free (SIMD-vectorisable)
     reduction to ``r in [-pi/4, pi/4]`` with ``h = k pi/2 + r``, polynomials, and the quarter turn
@@ -101,13 +113,7 @@ def sincos(h: float) -> tuple[float, float]:  # pragma: no cover - compiled
     r2 = r * r
     sin_r = r + r * r2 * (_S1 + r2 * (_S2 + r2 * (_S3 + r2 * (_S4 + r2 * (_S5 + r2 * _S6)))))
     cos_r = 1.0 - 0.5 * r2 + r2 * r2 * (_C1 + r2 * (_C2 + r2 * (_C3 + r2 * (_C4 + r2 * (_C5 + r2 * _C6)))))
-    q = np.int64(k) & 3
-    odd = (q & 1) != 0
-    sin_h = cos_r if odd else sin_r
-    cos_h = sin_r if odd else cos_r
-    sin_h = -sin_h if (q & 2) != 0 else sin_h
-    cos_h = -cos_h if ((q + 1) & 2) != 0 else cos_h
-    return sin_h, cos_h
+    return _quarter_turn(np.int64(k) & 3, sin_r, cos_r)
 
 
 @numba.njit(inline="always", **_OPTS)
@@ -119,13 +125,7 @@ def sincos_float32(h: np.float32) -> tuple[np.float32, np.float32]:  # pragma: n
     r2 = r * r
     sin_r = r + r * r2 * (_S1F + r2 * (_S2F + r2 * _S3F))
     cos_r = _ONE_F - _HALF_F * r2 + r2 * r2 * (_C1F + r2 * (_C2F + r2 * _C3F))
-    q = np.int32(k) & 3
-    odd = (q & 1) != 0
-    sin_h = cos_r if odd else sin_r
-    cos_h = sin_r if odd else cos_r
-    sin_h = -sin_h if (q & 2) != 0 else sin_h
-    cos_h = -cos_h if ((q + 1) & 2) != 0 else cos_h
-    return sin_h, cos_h
+    return _quarter_turn(np.int32(k) & 3, sin_r, cos_r)
 
 
 @numba.njit(inline="always", **_OPTS)
