@@ -11,6 +11,7 @@ from scipy import stats
 
 import sqsnn.training.local as local_module
 from sqsnn.datasets import load_dataset
+from sqsnn.encoders import encode
 from sqsnn.network import NetworkConfig, SQSLayer, SQSNetwork
 from sqsnn.neuron import MemoryMode, SQSParams, SQSState, spike_probability
 from sqsnn.training.bptt import Checkpoint, EpochMetrics
@@ -26,6 +27,7 @@ from sqsnn.training.estimators import (
 from sqsnn.training.local import (
     LocalConfig,
     LocalRule,
+    _RuleLearner,
     full_weight,
     presynaptic,
     record_forward,
@@ -247,6 +249,24 @@ def test_reference_config_and_validation() -> None:
         LocalConfig(baseline_decay=1.5)
 
 
+def test_the_cosine_schedule_sets_every_groups_rate_before_each_step() -> None:
+    data = load_dataset("digits", classes=[0, 1], limit_train=48, limit_test=16, val_fraction=0.0)
+    net = SQSNetwork(NetworkConfig(sizes=[64, 4, 2], mode="quantum", direct=True, seed=0))
+    cfg = LocalConfig(epochs=2, batch_size=16, T=3, lr=0.01, hidden_lr_scale=0.5, schedule="cosine")
+    rule = LocalRule(net, cfg, torch.Generator().manual_seed(0))
+    learner = _RuleLearner(rule, batches_per_epoch=3)
+    x = encode(data.x_train[:16], data.kind, cfg.T, cfg.p_max, torch.Generator().manual_seed(1))
+    seen = []
+    for epoch, batch in [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]:
+        learner.step(x, data.y_train[:16], epoch, batch)
+        seen.append([group["lr"] for group in rule.optimizer.param_groups])
+    for done, rates in enumerate(seen):
+        expected = 0.005 * (1 + math.cos(math.pi * done / 6))  # 0.01 halfway down a cosine over 6 steps
+        assert rates == pytest.approx([expected * 0.5] * 2 + [expected] * 2, rel=1e-12)
+    with pytest.raises(ValueError, match="schedule"):
+        LocalConfig(schedule="step")  # type: ignore[arg-type]
+
+
 def test_local_rule_trains_digits_zero_vs_one() -> None:
     data = load_dataset("digits", classes=[0, 1], val_fraction=0.0)  # the whole training side trains
     net = SQSNetwork(NetworkConfig(sizes=[64, 8, 2], mode="quantum", direct=True, seed=0))
@@ -256,7 +276,7 @@ def test_local_rule_trains_digits_zero_vs_one() -> None:
 
 def test_local_training_resumes_from_a_checkpoint() -> None:
     data = load_dataset("digits", classes=[0, 1], limit_train=64, limit_test=32)
-    cfg = LocalConfig(estimator="shift", epochs=2, batch_size=16, T=3, shots=10, seed=1)
+    cfg = LocalConfig(estimator="shift", epochs=2, batch_size=16, T=3, shots=10, seed=1, schedule="cosine")
 
     def fresh() -> SQSNetwork:
         return SQSNetwork(NetworkConfig(sizes=[64, 4, 2], mode="quantum", direct=True, seed=0))

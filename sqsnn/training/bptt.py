@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from sqsnn.datasets import Dataset
 from sqsnn.network import NetworkOutput
-from sqsnn.training.loop import LoopSettings, run_epochs
+from sqsnn.training.loop import SCHEDULES, LoopSettings, Schedule, run_epochs, scheduled_rate, set_rate
 from sqsnn.training.results import (
     Checkpoint,
     EpochMetrics,
@@ -58,7 +58,6 @@ __all__ = [
     "train",
 ]
 
-Schedule = Literal["constant", "cosine"]
 LrScaling = Literal["fan_in", "none"]
 DType = Literal["float64", "float32"]
 REFERENCE_FAN_IN = 1000
@@ -107,7 +106,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
         if self.loss not in ("counts", "probs"):
             raise ValueError(f"loss must be 'counts' or 'probs'; got {self.loss!r}")
-        if self.schedule not in ("constant", "cosine"):
+        if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be 'constant' or 'cosine'; got {self.schedule!r}")
         if self.lr_scaling not in ("fan_in", "none"):
             raise ValueError(f"lr_scaling must be 'fan_in' or 'none'; got {self.lr_scaling!r}")
@@ -204,19 +203,11 @@ class _AdamLearner:
         self.batches_per_epoch = batches_per_epoch
         self.optimizer = torch.optim.Adam(parameter_groups(model, config.lr_scaling), lr=config.lr)
 
-    def learning_rate(self, epoch: int, batch: int) -> float:
-        """Constant, or cosine-decayed to 0 over all batches of all epochs."""
-        if self.config.schedule == "constant":
-            return self.config.lr
-        done = (epoch - 1) * self.batches_per_epoch + batch
-        return 0.5 * self.config.lr * (1 + math.cos(math.pi * done / (self.batches_per_epoch * self.config.epochs)))
-
     def step(self, x: Tensor, y: Tensor, epoch: int, batch: int) -> tuple[float, int]:
         out = self.model(x, self.generator)
         loss = batch_loss(out, y, self.config)
-        rate = self.learning_rate(epoch, batch)
-        for group in self.optimizer.param_groups:
-            group["lr"] = rate * group["lr_scale"]
+        cfg = self.config
+        set_rate(self.optimizer, scheduled_rate(cfg.lr, cfg.schedule, epoch, batch, self.batches_per_epoch, cfg.epochs))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -63,7 +63,7 @@ from sqsnn.training.estimators import (
     shift_angle_gradient,
     spsa_weight_gradient,
 )
-from sqsnn.training.loop import LoopSettings, run_epochs
+from sqsnn.training.loop import SCHEDULES, LoopSettings, Schedule, run_epochs, scheduled_rate, set_rate
 from sqsnn.training.observed import ReadoutTally, SpikeSource, follow_observed
 from sqsnn.training.results import Checkpoint, EpochMetrics, TrainResult
 
@@ -81,6 +81,8 @@ class LocalConfig:
             or ``official`` (the reference recipe).
         epochs, batch_size, T, p_max, seed, eval_batch_size: as in :class:`sqsnn.training.bptt.TrainConfig`.
         lr: learning rate of the last layer; hidden layers use ``lr * hidden_lr_scale``.
+        schedule: ``constant`` or ``cosine`` (both rates decay to 0 over all epochs' batches), as in
+            :class:`sqsnn.training.bptt.TrainConfig`.
         optimizer: ``sgd`` or ``adam`` (applied to the ascent direction).
         samples: M, independent forward runs per training sample.
         directions: K, SPSA directions per estimate.
@@ -97,6 +99,7 @@ class LocalConfig:
     batch_size: int = 32
     lr: float = 0.01
     hidden_lr_scale: float = 1.0
+    schedule: Schedule = "constant"
     optimizer: Optimizer = "adam"
     samples: int = 1
     directions: int = 5
@@ -118,6 +121,8 @@ class LocalConfig:
             raise ValueError(f"unknown estimator {self.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam'; got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be 'constant' or 'cosine'; got {self.schedule!r}")
         if self.init not in ("network", "reference"):
             raise ValueError(f"init must be 'network' or 'reference'; got {self.init!r}")
         for name in ("epochs", "batch_size", "samples", "directions", "T", "eval_batch_size"):
@@ -300,8 +305,8 @@ class LocalRule:
             assert isinstance(layer, SQSLayer)
             scale = 1.0 if index == last else config.hidden_lr_scale
             weights = [p for p in (layer.weight, layer.bias, layer.direct_weight) if p is not None]
-            groups.append({"params": weights, "lr": config.lr * scale})
-            groups.append({"params": list(layer.params()), "lr": config.lr * scale})
+            groups.append({"params": weights, "lr": config.lr * scale, "lr_scale": scale})
+            groups.append({"params": list(layer.params()), "lr": config.lr * scale, "lr_scale": scale})
         optim_cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD
         self.optimizer = optim_cls(groups, lr=config.lr)
         self.baseline: Tensor | None = None  # (T,) running mean of the learning signal
@@ -442,7 +447,7 @@ def train_local(
         net,
         data,
         settings,
-        _RuleLearner(rule),
+        _RuleLearner(rule, math.ceil(len(data.y_train) / config.batch_size)),
         gen,
         resume=resume,
         on_epoch=on_epoch,
@@ -452,12 +457,16 @@ def train_local(
 
 
 class _RuleLearner:
-    """The local rule as the epoch loop's learner."""
+    """The local rule as the epoch loop's learner, applying the configured learning-rate schedule."""
 
-    def __init__(self, rule: LocalRule) -> None:
+    def __init__(self, rule: LocalRule, batches_per_epoch: int) -> None:
         self.rule = rule
+        self.batches_per_epoch = batches_per_epoch
 
     def step(self, x: Tensor, y: Tensor, epoch: int, batch: int) -> tuple[float, int]:
+        cfg = self.rule.config
+        rate = scheduled_rate(cfg.lr, cfg.schedule, epoch, batch, self.batches_per_epoch, cfg.epochs)
+        set_rate(self.rule.optimizer, rate)
         stats = self.rule.step(x, y)
         return stats.loss, stats.correct
 

@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +35,25 @@ from sqsnn.training.results import (
     best_epoch,
     evaluate,
 )
+
+Schedule = Literal["constant", "cosine"]
+SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+
+
+def scheduled_rate(lr: float, schedule: Schedule, epoch: int, batch: int, batches_per_epoch: int, epochs: int) -> float:
+    """Learning rate of batch ``batch`` (from 0) of epoch ``epoch`` (from 1): ``lr`` (``constant``) or
+    :math:`\\tfrac12 \\, lr \\, (1 + \\cos(\\pi \\, done / total))` after ``done`` of the run's ``total``
+    batches (``cosine``: from ``lr`` to 0 over all epochs)."""
+    if schedule == "constant":
+        return lr
+    done = (epoch - 1) * batches_per_epoch + batch
+    return 0.5 * lr * (1 + math.cos(math.pi * done / (batches_per_epoch * epochs)))
+
+
+def set_rate(optimizer: torch.optim.Optimizer, rate: float) -> None:
+    """Set every parameter group's learning rate to ``rate`` times the group's ``lr_scale``."""
+    for group in optimizer.param_groups:
+        group["lr"] = rate * group["lr_scale"]
 
 
 class Learner(Protocol):
