@@ -1,18 +1,18 @@
 """Training-step throughput of an SQSNN against its two dense linear layers, per dtype and synapse path.
 
-Times forward + loss + backward of a 784-1000-10 SQSNN (batch 256, T = 5, ``quantum`` mode unless
-``--mode``) on rate-coded random inputs (``--density`` ones, default 0.15), for float64 and float32 and for
-dense, event-driven and automatically chosen synapses (:mod:`sqsnn.synapses`; ``auto`` applies
-:data:`sqsnn.synapses.EVENT_DENSITY` per layer), and the same step with the SQS neurons removed:
-the two dense ``linear`` calls on the same spike tensors, summed into a loss ("linear layers alone", the
-denominator of every ratio, per dtype). Every row prints the step time (median wall), samples/s, the
-breakdown (synapses forward / backward, neurons forward / backward, loss forward + backward; each timed
-alone on the same tensors), the spike densities (input, hidden, output) and the ratio to the linear
-layers, all measured in one run. Also printed: the process CPU time of each step (less sensitive to other
-processes on a shared machine) and the load average.
+Times forward + loss + backward of a 784-1000-10 SQSNN (batch 256, T = 5, ``quantum`` mode unless ``--mode``) on
+rate-coded random inputs (``--density`` ones, default 0.15), for float64 and float32 and for dense, event-driven
+and automatically chosen synapses (:mod:`sqsnn.synapses`; ``auto`` applies
+:func:`sqsnn.event_threshold.event_density` per layer: the threshold measured on this machine), and the same
+step with the SQS neurons removed: the two dense ``linear`` calls on the same spike tensors, summed into a loss
+("linear layers alone", the denominator of every ratio, per dtype). Every row prints the step time (median
+wall), samples/s, the breakdown (synapses forward / backward, neurons forward / backward, loss forward +
+backward; each timed alone on the same tensors), the spike densities (input, hidden, output) and the ratio to
+the linear layers, all measured in one run. Also printed: the process CPU time of each step (less sensitive to
+other processes on a shared machine) and the load average.
 
 ``--densities 0.02,0.05,...`` instead times the first layer's synapses (forward + weight gradient) dense
-and event-driven over input densities: where they cross is :data:`sqsnn.synapses.EVENT_DENSITY`.
+and event-driven over input densities: where they cross is what :mod:`sqsnn.event_threshold` measures.
 
 On a shared machine run it with ``OMP_WAIT_POLICY=PASSIVE`` (torch's and numba's OpenMP threads otherwise
 spin between parallel regions and the timings measure the contention); ``--threads 1 --clock cpu`` gives
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sqsnn import kernels, synapses
+from sqsnn import event_threshold, kernels
 from sqsnn.network import NetworkConfig, SQSLayer, SQSNetwork
 from sqsnn.neuron import sqs_layer
 
@@ -133,16 +133,6 @@ def linear_reference(
     return time_it(linear_step, repeats)
 
 
-def synapse_step(x: torch.Tensor, weight: torch.Tensor, g: torch.Tensor, density: float) -> Callable[[], None]:
-    """Forward + weight gradient of ``synapses.linear`` with ``event_density`` forced to ``density``."""
-
-    def step() -> None:
-        weight.grad = None
-        synapses.linear(x, weight, event_density=density).backward(g)
-
-    return step
-
-
 def pick(timing: Timing, clock: str) -> float:
     """The wall or CPU seconds of ``timing``."""
     return timing.wall if clock == "wall" else timing.cpu
@@ -163,7 +153,8 @@ def densities_sweep(args: argparse.Namespace, sizes: list[int]) -> None:
             x = (torch.rand(args.T, args.batch, sizes[0], generator=gen) < density).to(dtype)
             g = torch.randn(args.T, args.batch, sizes[1], generator=gen, dtype=dtype)
             times = [
-                pick(time_it(synapse_step(x, weight, g, forced), args.repeats), args.clock) for forced in (0.0, 1.0)
+                pick(time_it(event_threshold.synapse_step(x, weight, g, forced), args.repeats), args.clock)
+                for forced in (0.0, 1.0)
             ]
             ratio = times[1] / times[0]
             print(f"{dtype_name:<8}{density:>8.2f}{times[0] * 1e3:>9.2f}{times[1] * 1e3:>9.2f}{ratio:>12.2f}")
@@ -193,7 +184,8 @@ def main() -> None:
     print(
         f"network {'-'.join(map(str, sizes))}, batch {args.batch}, T {args.T}, mode {args.mode}, input density "
         f"{args.density}; times in ms (median {args.clock}; cpu = process CPU time of the step), "
-        f"event thresholds {synapses.EVENT_DENSITY}"
+        f"event thresholds float64 {event_threshold.event_density(torch.float64)}, "
+        f"float32 {event_threshold.event_density(torch.float32)}"
     )
     parts = ["syn fwd", "syn bwd", "neur fwd", "neur bwd", "loss"]
     print(
@@ -202,6 +194,7 @@ def main() -> None:
         + f"{'densities in/hid/out':>22}{'/ linear':>9}"
     )
     gen = torch.Generator().manual_seed(0)
+    operator = os.environ.get(event_threshold.VARIABLE)  # "auto" keeps an operator's setting, else measures
     for dtype_name in args.dtypes.split(","):
         dtype = getattr(torch, dtype_name)
         net = SQSNetwork(NetworkConfig(sizes=sizes, mode=args.mode)).to(dtype)
@@ -213,13 +206,12 @@ def main() -> None:
             f"{dtype_name:<8}{'linear':<9}{t_lin * 1e3:>8.1f}{linear.cpu * 1e3:>8.1f}"
             f"{args.batch / t_lin:>10.0f}   (the two dense linear layers alone)"
         )
-        default = synapses.EVENT_DENSITY
-        for path, threshold in (("dense", 0.0), ("event", 1.0), ("auto", default[dtype])):
-            synapses.EVENT_DENSITY = {**default, dtype: threshold}
-            try:
-                times = bench_case(net, x, labels, gen, args.repeats)
-            finally:
-                synapses.EVENT_DENSITY = default
+        for path, setting in (("dense", "0"), ("event", "1"), ("auto", operator)):
+            if setting is None:
+                os.environ.pop(event_threshold.VARIABLE, None)
+            else:
+                os.environ[event_threshold.VARIABLE] = setting
+            times = bench_case(net, x, labels, gen, args.repeats)
             with torch.no_grad():
                 rates = [float(x.mean())] + [float(s.mean()) for s in net(x, gen).spikes]
             t_step = pick(times["step"], args.clock)

@@ -1,9 +1,10 @@
 """Synaptic currents ``z = x W^T (+ b)`` with event-driven products for sparse spike inputs.
 
 Spike inputs are mostly zeros (rate-coded MNIST at ``p_max = 0.5``: ~10 % ones; hidden layers ~10-15 %).
-At or below :data:`EVENT_DENSITY` non-zero entries per input, the CPU forward product gathers and sums
-the weight columns of the active inputs, and the weight gradient sums, for every input, the current
-gradients of the rows where it was active (:func:`sqsnn.kernels.sparse_dense` on the entries' row and
+At or below a threshold density of non-zero entries per input (:func:`sqsnn.event_threshold.event_density`:
+measured on the machine, or the operator's setting), the CPU forward product gathers and sums the weight
+columns of the active inputs, and the weight gradient sums, for every input, the current gradients of the
+rows where it was active (:func:`sqsnn.kernels.sparse_dense` on the entries' row and
 column lists); above it, and off the CPU, dense BLAS (``torch.nn.functional.linear``). Both give the same
 numbers up to the order of floating-point summation (equal bit for bit when every partial sum is exact;
 tested). The gradient with respect to the input is always the dense ``g_z W``.
@@ -20,14 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-EVENT_DENSITY: dict[torch.dtype, float] = {torch.float64: 0.10, torch.float32: 0.10}
-"""Input densities at or below which the event-driven product is used, per dtype. Where event-driven and
-dense cross depends on the machine's BLAS and vector width: ``bench/train_throughput.py --densities`` (784 ->
-1000, 1,280 rows, forward + weight gradient, idle 2-core machines) crossed at 0.30 for both dtypes on an
-AVX2-class machine (2026-11-30, first session) and at 0.15 on an AVX-512 one (second session, 256-bit vectors),
-then at 0.12-0.13 once the kernels were compiled for 512-bit vectors (:mod:`sqsnn.cpu_target`; event/dense
-0.72 float64 and 0.83 float32 at 0.10, two threads). 0.10 is a gain on every one of them."""
-
+from sqsnn.event_threshold import event_density as threshold
 
 PROBE_STRIDE = 16
 """Rows of the input looked at (every PROBE_STRIDE-th) before the exact count decides the path."""
@@ -86,13 +80,13 @@ def spike_rows(x: Tensor, limit: int) -> tuple[Any, Any, Any]:
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, event_density: float | None = None) -> Tensor:
     """``x W^T (+ b)``: event-driven when ``x`` is on the CPU, float32/float64 like ``weight`` and at most
-    ``event_density`` (default: :data:`EVENT_DENSITY` of its dtype, at call time) of its entries are non-zero; dense
-    ``torch.nn.functional.linear`` otherwise. An input whose probed rows (:data:`PROBE_STRIDE`) are denser
-    than :data:`PROBE_MARGIN` times the threshold goes dense without the exact count. ``event_density = 0``
-    forces the dense path, ``1`` the event-driven one (tests and benchmarks).
+    ``event_density`` (default: :func:`sqsnn.event_threshold.event_density` of its dtype) of its entries are
+    non-zero; dense ``torch.nn.functional.linear`` otherwise. An input whose probed rows (:data:`PROBE_STRIDE`)
+    are denser than :data:`PROBE_MARGIN` times the threshold goes dense without the exact count. ``event_density
+    = 0`` forces the dense path, ``1`` the event-driven one (tests and benchmarks).
     """
     if event_density is None:
-        event_density = EVENT_DENSITY.get(weight.dtype, 0.0)
+        event_density = threshold(weight.dtype)
     eligible = (
         event_density > 0
         and x.device.type == "cpu"
