@@ -145,7 +145,14 @@ def synapse_step(x: torch.Tensor, weight: torch.Tensor, g: torch.Tensor, forced:
 
 
 def measure(dtype: torch.dtype, densities: Sequence[float] = DENSITIES) -> float:
-    """Time dense and event-driven synapses on this machine and return where they cross (module docstring)."""
+    """Time dense and event-driven synapses on this machine and return where they cross (module docstring).
+    The first synaptic product of a process may come from an evaluation or a local-rule pass without autograd:
+    the measurement turns it back on for itself."""
+    with torch.inference_mode(False), torch.enable_grad():
+        return _measure(dtype, densities)
+
+
+def _measure(dtype: torch.dtype, densities: Sequence[float]) -> float:
     gen = torch.Generator().manual_seed(0)
     rows, inputs, outputs = SHAPE
     weight = torch.randn(outputs, inputs, generator=gen, dtype=dtype, requires_grad=True)

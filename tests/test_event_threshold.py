@@ -65,6 +65,15 @@ def test_the_measurement_is_kept_per_machine_and_read_back(fresh: Path) -> None:
     assert event_threshold.event_density(torch.int64) == 0.0  # no event-driven kernel for other dtypes
 
 
+def test_the_first_product_of_a_process_may_come_without_autograd(fresh: Path) -> None:
+    x = (torch.rand(4, 30, generator=torch.Generator().manual_seed(0)) < 0.1).double()
+    weight = torch.randn(5, 30, dtype=torch.float64)
+    with torch.inference_mode():  # evaluation, or the local rule's recorded forward pass (no_grad)
+        z = synapses.linear(x, weight)
+    assert torch.allclose(z, x @ weight.T, rtol=1e-12, atol=1e-12)
+    assert fresh.is_file()  # the threshold was measured on the way
+
+
 def test_an_unreadable_cache_is_measured_again_and_replaced(fresh: Path) -> None:
     fresh.write_text("not json")
     measured = event_threshold.event_density(torch.float64)

@@ -176,6 +176,19 @@ def test_total_budget_leaves_cells_for_the_next_run(tmp_path: Path) -> None:
     assert summary.ran == [] and len(summary.remaining) == 10
 
 
+def test_one_process_per_seed_fills_one_results_directory(tmp_path: Path) -> None:
+    text = GRID.split("[[models]]")[0] + "[[models]]" + GRID.split("[[models]]")[1]  # the BPTT SQSNN rows only
+    config = _write_config(tmp_path, text)
+    first = run_experiment(config, seeds=[1], log=lambda _: None)
+    assert sorted(first.ran) == ["SQSNN/memoryless/bptt/digits/seed1", "SQSNN/quantum/bptt/digits/seed1"]
+    second = run_experiment(config, seeds=[0], log=lambda _: None)
+    assert all(key.endswith("seed0") for key in second.ran) and len(second.ran) == 2
+    assert sorted(r["seed"] for r in _rows(tmp_path / "results" / "cells.csv")) == ["0", "0", "1", "1"]
+    assert run_experiment(config, log=lambda _: None).ran == []  # nothing left for a plain run
+    with pytest.raises(ConfigError, match=r"seed\(s\) \[7\]"):
+        run_experiment(config, seeds=[7], log=lambda _: None)
+
+
 def _idx(array: np.ndarray) -> bytes:
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     return header + array.astype(np.uint8).tobytes()

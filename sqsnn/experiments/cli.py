@@ -17,10 +17,14 @@ experiment_app = typer.Typer(help="Grid experiments: run a TOML configuration, r
 @experiment_app.command("run")
 def run_command(
     config: Annotated[Path, typer.Argument(help="experiment configuration (TOML)")],
+    seed: Annotated[
+        list[int] | None,
+        typer.Option(help="run only the cells of this seed (repeatable): one process per seed runs them in parallel"),
+    ] = None,
 ) -> None:
     """Run (or resume) every cell of CONFIG; finished cells are skipped."""
     try:
-        summary = run_experiment(config, log=typer.echo)
+        summary = run_experiment(config, seeds=seed, log=typer.echo)
     except ConfigError as exc:
         raise typer.BadParameter(str(exc), param_hint="CONFIG") from exc
     typer.echo(f"ran {len(summary.ran)}, skipped {len(summary.skipped)}, left {len(summary.remaining)}")

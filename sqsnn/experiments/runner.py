@@ -10,7 +10,7 @@ figures (:func:`sqsnn.experiments.report.report`) are rebuilt after every finish
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from sqsnn.baselines.lif import LIFConfig, LIFNetwork, matched_hidden_sizes
 from sqsnn.baselines.qlif import QLIFConfig, QLIFNetwork
 from sqsnn.datasets import Dataset, load_dataset
 from sqsnn.encoders import encode
-from sqsnn.experiments.config import Cell, ExperimentConfig, load_config
+from sqsnn.experiments.config import Cell, ConfigError, ExperimentConfig, load_config
 from sqsnn.experiments.records import (
     CELL_COLUMNS,
     CELLS,
@@ -185,9 +185,17 @@ def run_cell(
     return row, done, model, T, p_max
 
 
-def run_experiment(config: Path | str, *, log: Callable[[str], None] = print) -> RunSummary:
-    """Run every unfinished cell of the configuration file ``config`` within budget; rebuild the report."""
+def run_experiment(
+    config: Path | str, *, seeds: Sequence[int] | None = None, log: Callable[[str], None] = print
+) -> RunSummary:
+    """Run every unfinished cell of the configuration file ``config`` within budget; rebuild the report.
+
+    ``seeds`` restricts the run to the cells of those seeds (of the configuration's), so that separate
+    processes can run one configuration's seeds side by side into the same results directory (each finished
+    cell is appended to the CSV files in one write; its checkpoint is its own)."""
     cfg = load_config(config)
+    if seeds is not None and (unknown := sorted(set(seeds) - set(cfg.seeds))):
+        raise ConfigError(f"seed(s) {unknown} not in the configuration's seeds {cfg.seeds}")
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     out = cfg.results_dir
@@ -197,6 +205,8 @@ def run_experiment(config: Path | str, *, log: Callable[[str], None] = print) ->
     summary = RunSummary([], [], [])
     datasets: dict[str, Dataset] = {}
     for cell in cfg.cells():
+        if seeds is not None and cell.seed not in seeds:
+            continue
         if cell.key in finished:
             summary.skipped.append(cell.key)
             continue
