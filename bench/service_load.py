@@ -2,8 +2,8 @@
 broker and pub/sub, and a Celery worker (prefork, concurrency 2, beat), against a bare FastAPI endpoint
 served the same way, at several concurrencies.
 
-Scenarios, each at every ``--concurrency`` level (default 16, 64, 200) and bounded by ``--requests`` and
-``--seconds``:
+Scenarios, each at every ``--concurrency`` level (default 16, 64, 200: concurrent clients, spread over
+load-generating processes of at most 16 connections each) and bounded by ``--requests`` and ``--seconds``:
 
 - ``bare``: ``GET /ping`` of a FastAPI app returning a constant (the reference, same uvicorn settings);
 - ``submit``: ``POST /v1/jobs`` (distinct bodies, 16 owners in turn: submissions of one owner are serialised);
@@ -14,7 +14,8 @@ Scenarios, each at every ``--concurrency`` level (default 16, 64, 200) and bound
   (announce → frame received) is measured.
 
 Submitted jobs are scheduled an hour ahead (``not_before``): the worker takes each one off the queue and hands
-it back as ``scheduled`` (``--no-worker``: nothing consumes the queue). The scratch database and the bench's
+it back as ``scheduled`` (``--no-worker``: nothing consumes the queue); the next scenario starts once every job is
+``scheduled``, so that the worker's backlog does not load the next measurement. The scratch database and the bench's
 Redis database (``SQSNN_BENCH_REDIS``, default db 12) are dropped / flushed at the end. Prints the load
 average, then requests, errors, requests/s, p50 and p99 latency in ms and requests/s relative to ``bare`` at
 the same concurrency (for ``sse``: events delivered, p50/p99 delivery latency).
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import socket
 import subprocess
@@ -33,6 +35,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -85,21 +88,47 @@ def serve(target: list[str], env: dict[str, str], workers: int) -> tuple[subproc
             time.sleep(0.2)
 
 
-async def drive(url: str, make: Any, n: int, concurrency: int, seconds: float) -> dict[str, Any]:
-    """Send up to ``n`` requests built by ``make(i) -> (method, path, json, headers)`` from ``concurrency``
-    concurrent clients, for at most ``seconds``."""
+CLIENT_CONNECTIONS = 16
+"""Connections per load-generating process: one httpx client slows down past a few dozen connections (a bare
+endpoint measured here: 965 requests/s at 16 connections from one process, 332 at 64 from one process, 1,306 at
+64 from four), so a level's clients are spread over ``ceil(concurrency / 16)`` processes."""
+
+
+@dataclass(frozen=True)
+class Load:
+    """One scenario's requests: ``kind`` is ``bare``, ``submit``, ``poll`` or ``list``."""
+
+    kind: str
+    url: str
+    auths: list[dict[str, str]]
+    job_ids: list[str]
+
+    def request(self, i: int) -> tuple[str, str, dict[str, Any] | None, dict[str, str]]:
+        """Request number ``i``: (method, path, JSON body, headers)."""
+        if self.kind == "bare":
+            return "GET", "/ping", None, {}
+        if self.kind == "submit":  # distinct bodies, the owners in turn
+            return "POST", "/v1/jobs", job_body(i), self.auths[i % OWNERS]
+        if self.kind == "poll":
+            return "GET", f"/v1/jobs/{self.job_ids[i % len(self.job_ids)]}", None, self.auths[0]
+        return "GET", "/v1/jobs?limit=20", None, self.auths[0]
+
+
+async def _client_share(load: Load, indices: range, connections: int, seconds: float) -> dict[str, Any]:
+    """Send the requests ``indices`` of ``load`` over ``connections`` concurrent clients of one httpx client,
+    for at most ``seconds``."""
     latencies: list[float] = []
     errors: Counter[str] = Counter()
-    counter = iter(range(n))
+    counter = iter(indices)
     deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(base_url=load.url, limits=limits, timeout=120) as client:
 
         async def one_client() -> None:
             for i in counter:
                 if time.perf_counter() > deadline:
                     return
-                method, path, body, headers = make(i)
+                method, path, body, headers = load.request(i)
                 t0 = time.perf_counter()
                 try:
                     r = await client.request(method, path, json=body, headers=headers)
@@ -109,9 +138,28 @@ async def drive(url: str, make: Any, n: int, concurrency: int, seconds: float) -
                     errors[type(exc).__name__] += 1
                 latencies.append(time.perf_counter() - t0)
 
-        start = time.perf_counter()
-        await asyncio.gather(*(one_client() for _ in range(concurrency)))
-        wall = time.perf_counter() - start
+        start = time.time()
+        await asyncio.gather(*(one_client() for _ in range(connections)))
+        end = time.time()
+    return {"latencies": latencies, "errors": errors, "start": start, "end": end}
+
+
+def _run_share(args: tuple[Load, range, int, float]) -> dict[str, Any]:
+    return asyncio.run(_client_share(*args))
+
+
+def drive(load: Load, first: int, n: int, concurrency: int, seconds: float) -> dict[str, Any]:
+    """Send up to ``n`` requests (numbers ``first`` ... ``first + n - 1``) of ``load`` from ``concurrency``
+    concurrent clients spread over processes of at most :data:`CLIENT_CONNECTIONS`, for at most ``seconds``."""
+    procs = -(-concurrency // CLIENT_CONNECTIONS)
+    shares = [
+        (load, range(first + k, first + n, procs), len(range(k, concurrency, procs)), seconds) for k in range(procs)
+    ]
+    with multiprocessing.get_context("fork").Pool(procs) as pool:
+        parts = pool.map(_run_share, shares)
+    latencies = [x for part in parts for x in part["latencies"]]
+    errors: Counter[str] = sum((part["errors"] for part in parts), Counter())
+    wall = max(part["end"] for part in parts) - min(part["start"] for part in parts)
     lat = np.array(latencies) * 1000
     return {
         "requests": len(latencies),
@@ -221,6 +269,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="time limit per scenario and level")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes of each app")
     parser.add_argument("--no-worker", action="store_true", help="no Celery worker consumes the queue")
+    parser.add_argument(
+        "--scenarios", default="submit,poll,list,sse", help="comma-separated subset of submit, poll, list, sse"
+    )
+    parser.add_argument("--hold", type=float, default=0.0, help="seconds to wait before the load (attach a profiler)")
     args = parser.parse_args()
     load_before = os.getloadavg()
 
@@ -228,7 +280,7 @@ def main() -> None:
     from service.embedded import migrate, settings_env
     from workers.db import make_sessionmaker, session_scope
     from workers.events import add_event, commit_and_publish
-    from workers.models import JobEvent
+    from workers.models import Job, JobEvent
     from workers.settings import Settings
 
     home = Path(tempfile.mkdtemp(prefix="sqsnn-bench-"))
@@ -271,27 +323,44 @@ def main() -> None:
                 commit_and_publish(s, settings.pubsub_url, [ev])
                 return int(ev.id), committed
 
+        def drain(limit: float = 300.0) -> None:
+            """Wait until the worker has taken every submitted job off the queue (it hands each back as
+            ``scheduled``), so that its work does not run into the next scenario's measurement."""
+            if args.no_worker:
+                return
+            deadline = time.monotonic() + limit
+            while time.monotonic() < deadline:
+                with session_scope(sessions) as s:
+                    waiting = (Job.state == "queued") & Job.substate.is_(None)
+                    if not s.scalar(select(func.count()).select_from(Job).where(waiting)):
+                        return
+                time.sleep(0.5)
+
         def newest() -> int:
             with session_scope(sessions) as s:
                 return int(s.scalar(select(func.max(JobEvent.id))) or 0)
 
-        seq = iter(range(10**6, 10**9))
-        scenarios: list[tuple[str, str, Any]] = [
-            ("bare GET /ping", bare_url, lambda i: ("GET", "/ping", None, {})),
-            ("submit POST /v1/jobs", app_url, lambda i: ("POST", "/v1/jobs", job_body(next(seq)), auths[i % OWNERS])),
-            ("poll GET /v1/jobs/{id}", app_url, lambda i: ("GET", f"/v1/jobs/{seed_ids[i % 20]}", None, auths[0])),
-            ("list GET /v1/jobs", app_url, lambda i: ("GET", "/v1/jobs?limit=20", None, auths[0])),
-        ]  # fmt: skip
+        scenarios = [
+            ("bare GET /ping", Load("bare", bare_url, auths, seed_ids)),
+            ("submit POST /v1/jobs", Load("submit", app_url, auths, seed_ids)),
+            ("poll GET /v1/jobs/{id}", Load("poll", app_url, auths, seed_ids)),
+            ("list GET /v1/jobs", Load("list", app_url, auths, seed_ids)),
+        ]
+        chosen = {"bare", *args.scenarios.split(",")}
+        scenarios = [(name, load) for name, load in scenarios if load.kind in chosen]
+        first = 10**6  # request numbers (the submitted jobs' seeds) never repeat
+        if args.hold:
+            print(f"API {app_url}: uvicorn pid {app_proc.pid}; load starts in {args.hold} s", flush=True)
+            time.sleep(args.hold)
         for level in args.concurrency:
-            for name, url, make in scenarios:
-                rows.append((level, name, asyncio.run(drive(url, make, args.requests, level, args.seconds))))
-            rows.append(
-                (
-                    level,
-                    f"sse fan-out ({SSE_EVENTS} events)",
-                    asyncio.run(fan_out(app_url, auths[0], sse_job, level, announce, newest)),
-                )
-            )
+            for name, load in scenarios:
+                rows.append((level, name, drive(load, first, args.requests, level, args.seconds)))
+                first += args.requests
+                if load.kind == "submit":
+                    drain()
+            if "sse" in chosen:
+                sse = asyncio.run(fan_out(app_url, auths[0], sse_job, level, announce, newest))
+                rows.append((level, f"sse fan-out ({SSE_EVENTS} events)", sse))
         sessions.kw["bind"].dispose()
     finally:
         for p in procs:

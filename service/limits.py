@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from fastapi import status
-from sqlalchemy import func, select
+from sqlalchemy import BindParameter, bindparam, func, select
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -109,18 +109,22 @@ def check_inputs(session: Session, settings: Settings, owner: str, spec: InferJo
         unprocessable(("body", "inputs", "images"), f"images have {width} values; the model expects {expected}")
 
 
+_OWNER: BindParameter[str] = bindparam("owner")
+STORED_BYTES = select(
+    select(func.coalesce(func.sum(Job.stored_bytes), 0)).where(Job.owner == _OWNER).scalar_subquery(),
+    select(func.coalesce(func.sum(Model.size_bytes), 0)).where(Model.owner == _OWNER).scalar_subquery(),
+    select(func.coalesce(func.sum(StoredCheckpoint.size_bytes), 0))
+    .join(Job, Job.id == StoredCheckpoint.job_id)
+    .where(Job.owner == _OWNER)
+    .scalar_subquery(),
+)
+"""Bytes stored by ``:owner``: job specs and results, model files, checkpoint files (three sums). Built once:
+SQLAlchemy memoises a statement object's cache key, so only the owner changes between submissions."""
+
+
 def stored_bytes(session: Session, owner: str) -> int:
     """Bytes the owner stores: job specs and results (as JSON text), model files and checkpoint files."""
-    jobs = select(func.coalesce(func.sum(Job.stored_bytes), 0)).where(Job.owner == owner)
-    models = select(func.coalesce(func.sum(Model.size_bytes), 0)).where(Model.owner == owner)
-    checkpoints = (
-        select(func.coalesce(func.sum(StoredCheckpoint.size_bytes), 0))
-        .join(Job, Job.id == StoredCheckpoint.job_id)
-        .where(Job.owner == owner)
-    )
-    row: Any = session.execute(
-        select(jobs.scalar_subquery(), models.scalar_subquery(), checkpoints.scalar_subquery())
-    ).one()
+    row: Any = session.connection().execute(STORED_BYTES, {"owner": owner}).one()
     return int(sum(row))
 
 

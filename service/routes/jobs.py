@@ -14,9 +14,9 @@ from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Body, Header, Query, Request, Response, status
-from sqlalchemy import Select, func, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sse_starlette import EventSourceResponse
 
@@ -41,9 +41,30 @@ E404 = "no such job for this API key's owner"
 SUMMARY_COLUMNS = [getattr(Job, name) for name in JobSummary.model_fields]
 
 
-def _full(job_id: str) -> Select[Job]:
-    """Statement loading one job with its epochs and hardware submissions (three queries, no lazy loads)."""
-    return select(Job).where(Job.id == job_id).options(selectinload(Job.epochs), selectinload(Job.submissions))
+def _full(s: Session, job_id: str) -> Job | None:
+    """One job with its epochs and hardware submissions loaded. Both are written only while a job runs, so a job
+    that never started (``started_at`` unset: queued or scheduled, the jobs clients poll most) has none and its
+    row is the only query; a started job's lists are loaded as it is serialised, inside the unit of work."""
+    job = s.get(Job, job_id)
+    if job is not None and job.started_at is None:
+        _no_runs_yet(job)
+    return job
+
+
+def _no_runs_yet(job: Job) -> None:
+    """Mark the epochs and submissions of a job that never ran as loaded and empty (no queries)."""
+    for relation in ("epochs", "submissions"):
+        set_committed_value(job, relation, [])
+
+
+OWNER_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:owner))")
+"""Serialises one owner's submissions until the transaction ends (PostgreSQL)."""
+ACTIVE_JOBS = (
+    select(func.count())
+    .select_from(Job.__table__)
+    .where(Job.__table__.c.owner == bindparam("owner"), Job.__table__.c.state.in_(ACTIVE_STATES))
+)
+"""The number of ``:owner``'s active jobs (built once: its cache key is memoised; run on the connection)."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +88,8 @@ def _submit(
         job_id = s.scalar(select(Job.id).where(Job.owner == owner, Job.idempotency_key == idempotency_key))
         if job_id is None:
             return None
-        row = s.scalars(_full(job_id)).one()
+        row = _full(s, job_id)
+        assert row is not None  # found by the query above, in this transaction
         if row.request_hash != request_hash:
             unprocessable(
                 ("header", "Idempotency-Key"), "this Idempotency-Key was already used with a different request body"
@@ -78,7 +100,7 @@ def _submit(
         owner = authenticate(s, settings, key)
         if s.get_bind().dialect.name == "postgresql":
             # serialise submissions per owner so the active-job limit and the quota hold under concurrency
-            s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:o))"), {"o": owner})
+            s.connection().execute(OWNER_LOCK, {"owner": owner})
         if idempotency_key is not None and (done := replay(s, owner)) is not None:
             return done
         reason = check_backend(spec.backend, spec.kind)
@@ -86,7 +108,7 @@ def _submit(
             unprocessable(("body", "backend"), reason)
         if isinstance(spec, InferJobSpec):
             check_inputs(s, settings, owner, spec)
-        active = s.scalar(select(func.count()).select_from(Job).where(Job.owner == owner, Job.state.in_(ACTIVE_STATES)))
+        active = s.connection().execute(ACTIVE_JOBS, {"owner": owner}).scalar()
         if (active or 0) >= settings.max_active_jobs:
             raise ApiError(
                 status.HTTP_429_TOO_MANY_REQUESTS,
@@ -123,8 +145,7 @@ def _submit(
             if done is None:
                 raise
             return done
-        for relation in ("epochs", "submissions"):  # a new job has none: no queries to find that out
-            set_committed_value(job, relation, [])
+        _no_runs_yet(job)
         return _Submitted(JobOut.model_validate(job), job.queue, created=True)
 
     return work
@@ -218,7 +239,7 @@ async def get_job(job_id: JobId, db: DbDep, settings: SettingsDep, key: KeyDep) 
 
     def work(s: Session) -> JobOut:
         owner = authenticate(s, settings, key)
-        job = s.scalars(_full(str(job_id))).one_or_none()
+        job = _full(s, str(job_id))
         if job is None or job.owner != owner:
             owned(s, Job, job_id, owner)  # raises the 404
         return JobOut.model_validate(job)
@@ -246,7 +267,7 @@ async def cancel_job(job_id: JobId, db: DbDep, settings: SettingsDep, key: KeyDe
         else:
             ev = add_event(s, job.id, "cancel", {"requested": True})
         commit_and_publish(s, settings.pubsub_url, [ev])
-        return JobOut.model_validate(s.scalars(_full(job.id)).one())
+        return JobOut.model_validate(job)
 
     return await db.run(work)
 

@@ -416,3 +416,35 @@ def test_listing_is_one_query_whatever_the_page_size(limited, train_body) -> Non
             assert len(statements) == 1 and "FROM jobs" in statements[0] and "spec" not in statements[0], statements
     finally:
         event.remove(engine, "before_cursor_execute", count)
+
+
+def test_a_job_is_read_in_one_query_until_it_starts_then_with_its_epochs(limited, train_body) -> None:
+    from sqlalchemy import event
+
+    from workers.models import EpochMetric, Job, utcnow
+
+    c, _ = limited
+    job_id = c.post("/v1/jobs", json=train_body()).json()["id"]
+    engine = c.app.state.db.sessions.kw["bind"]  # type: ignore[attr-defined]
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        queued = c.get(f"/v1/jobs/{job_id}").json()
+        assert (queued["state"], queued["epochs"], queued["hardware"]) == ("queued", [], [])
+        assert len(statements) == 1 and "FROM jobs" in statements[0], statements  # the key is remembered
+        with c.app.state.sessions() as s:  # type: ignore[attr-defined]
+            job = s.get(Job, job_id)
+            job.started_at = utcnow()  # as a worker's set_state(running) does before its first epoch
+            s.add(EpochMetric(job_id=job_id, epoch=1, train_loss=0.5, train_accuracy=0.8, test_accuracy=0.75,
+                              spike_rates=[0.1, 0.2], seconds=1.0))  # fmt: skip
+            s.commit()
+        statements.clear()
+        started = c.get(f"/v1/jobs/{job_id}").json()
+        assert [e["test_accuracy"] for e in started["epochs"]] == [0.75] and started["hardware"] == []
+        assert len(statements) == 3, statements  # the job, then its epochs and its hardware submissions
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
