@@ -19,7 +19,8 @@ it back as ``scheduled`` (``--no-worker``: nothing consumes the queue); the next
 Redis database (``SQSNN_BENCH_REDIS``, default db 12) are dropped / flushed at the end. Prints the load
 average, then requests, errors, requests/s, p50 and p99 latency in ms and requests/s relative to ``bare`` at
 the same concurrency (for ``sse``: events delivered, p50/p99 delivery latency).
-Usage: ``python bench/service_load.py [--concurrency 16 64 200] [--requests 1000] [--seconds 10] [--no-worker]``
+Usage: ``python bench/service_load.py [--concurrency 16 64 200] [--requests 3000] [--seconds 10] [--no-worker]
+[--scenarios submit,poll,list,sse] [--hold SECONDS]``
 """
 
 from __future__ import annotations
@@ -265,7 +266,7 @@ def start_worker(env: dict[str, str], home: Path) -> subprocess.Popen[bytes]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64, 200])
-    parser.add_argument("--requests", type=int, default=1000, help="requests per scenario and level (upper bound)")
+    parser.add_argument("--requests", type=int, default=3000, help="requests per scenario and level (upper bound)")
     parser.add_argument("--seconds", type=float, default=10.0, help="time limit per scenario and level")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes of each app")
     parser.add_argument("--no-worker", action="store_true", help="no Celery worker consumes the queue")

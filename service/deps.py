@@ -79,16 +79,27 @@ class Db:
         self.limiter = anyio.CapacityLimiter(settings.api_db_threads)
         self.probe_limiter = anyio.CapacityLimiter(1)
 
-    async def run(self, work: Callable[[Session], T], *, probe: bool = False, read_only: bool = False) -> T:
+    async def run(
+        self,
+        work: Callable[[Session], T],
+        *,
+        probe: bool = False,
+        read_only: bool = False,
+        then: Callable[[T], None] | None = None,
+    ) -> T:
         """``work(session)`` on a worker thread with a session of its own, closed (rolled back unless
         ``work`` committed) before the thread returns; with ``read_only`` the session autocommits (``work``
         must not write). ``work`` must return plain data or response models, never ORM rows (they would
-        lazy-load after the session closed)."""
+        lazy-load after the session closed). ``then(result)`` runs on the same thread after the session closed
+        (its connection back in the pool): broker I/O after a commit without a second thread hop."""
         factory = self.readers if read_only else self.sessions
 
         def unit() -> T:
             with session_scope(factory) as session:
-                return work(session)
+                result = work(session)
+            if then is not None:
+                then(result)
+            return result
 
         return await anyio.to_thread.run_sync(unit, limiter=self.probe_limiter if probe else self.limiter)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-import anyio
+from celery import Celery
 from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -20,13 +20,14 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sse_starlette import EventSourceResponse
 
-from service.deps import CeleryDep, DbDep, JobId, KeyDep, SettingsDep, authenticate, owned
+from service.deps import CeleryDep, Db, DbDep, JobId, KeyDep, SettingsDep, authenticate, owned
 from service.errors import ApiError, error_responses, unprocessable
 from service.limits import check_inputs, check_quota
 from service.pagination import PageCursor, PageLimit, fetch_page
 from service.sse import MAX_EVENT_ID, event_response
 from workers.admission import Refused, admit
 from workers.celery_app import enqueue
+from workers.db import session_scope
 from workers.events import add_event, commit_and_publish, set_state
 from workers.models import ACTIVE_STATES, TERMINAL_STATES, Job, JobKind, JobState, new_id, utcnow
 from workers.routing import check_backend, queue_for
@@ -151,6 +152,21 @@ def _submit(
     return work
 
 
+def _enqueue_or_leave_to_reaper(db: Db, celery: Celery, done: _Submitted) -> None:
+    """Send a committed job to the broker; when that fails, clear its ``enqueued_at`` so that the reaper sends
+    it at its next round (and if even that fails, the reaper re-sends it once its ``enqueued_at`` is stale)."""
+    try:
+        enqueue(celery, done.job.id, done.queue)
+    except Exception as exc:
+        log.warning("could not enqueue job %s now (%s); the reaper will retry", done.job.id, exc)
+        try:
+            with session_scope(db.sessions) as s:
+                s.execute(update(Job).where(Job.id == done.job.id, Job.state == "queued").values(enqueued_at=None))
+                s.commit()
+        except SQLAlchemyError as db_exc:
+            log.warning("could not mark job %s for the reaper (%s)", done.job.id, db_exc)
+
+
 LOCATION_HEADER = {
     "Location": {"description": "URL of the job (`GET` it to follow the job)", "schema": {"type": "string"}}
 }
@@ -185,25 +201,17 @@ async def submit_job(
     ``SQSNN_MAX_INFER_SAMPLES`` samples of at most ``SQSNN_MAX_IMAGE_WIDTH`` values, as wide as the model's
     input. 403 when the owner's stored bytes would exceed ``SQSNN_STORAGE_QUOTA_BYTES``.
     """
-    done = await db.run(_submit(settings, key, spec, idempotency_key))
+
+    def send(done: _Submitted) -> None:  # broker I/O once the unit of work has given its connection back
+        if done.created:
+            _enqueue_or_leave_to_reaper(db, celery, done)
+
+    done = await db.run(_submit(settings, key, spec, idempotency_key), then=send)
     response.headers["Location"] = str(request.url_for("get_job", job_id=done.job.id))
     if not done.created:
         response.headers["Idempotent-Replayed"] = "true"
         return done.job
     request.app.state.metrics.jobs_submitted.labels(kind=spec.kind).inc()
-    try:  # broker I/O on a thread of its own: no database connection is held meanwhile
-        await anyio.to_thread.run_sync(enqueue, celery, done.job.id, done.queue)
-    except Exception as exc:  # the reaper enqueues queued jobs without enqueued_at at its next round
-        log.warning("could not enqueue job %s now (%s); the reaper will retry", done.job.id, exc)
-
-        def unmark(s: Session) -> None:
-            s.execute(update(Job).where(Job.id == done.job.id, Job.state == "queued").values(enqueued_at=None))
-            s.commit()
-
-        try:
-            await db.run(unmark)
-        except SQLAlchemyError as db_exc:  # then the reaper re-sends it once its enqueued_at is stale
-            log.warning("could not mark job %s for the reaper (%s)", done.job.id, db_exc)
     return done.job
 
 

@@ -448,3 +448,27 @@ def test_a_job_is_read_in_one_query_until_it_starts_then_with_its_epochs(limited
         assert len(statements) == 3, statements  # the job, then its epochs and its hardware submissions
     finally:
         event.remove(engine, "before_cursor_execute", count)
+
+
+def test_a_job_the_broker_did_not_take_is_left_to_the_reaper(settings, train_body) -> None:
+    from starlette.testclient import TestClient
+
+    from service.app import create_app
+    from service.auth import create_key
+    from workers.models import Job
+
+    unreachable = settings.model_copy(update={"broker_url": "redis://127.0.0.1:9/0"})  # nothing listens on port 9
+    app = create_app(unreachable)
+    with app.state.sessions() as s:
+        key = create_key(s, unreachable, f"nobroker-{uuid.uuid4().hex[:8]}")
+    try:
+        with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as c:
+            r = c.post("/v1/jobs", json=train_body())
+            assert r.status_code == 202 and r.json()["state"] == "queued"  # stored: the submission is not lost
+            with app.state.sessions() as s:
+                job = s.get(Job, r.json()["id"])
+                assert job is not None and job.enqueued_at is None  # the reaper sends it at its next round
+                s.delete(job)
+                s.commit()
+    finally:
+        app.state.db.dispose()
