@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import Query
 from sqlalchemy import Select, and_, or_
-from sqlalchemy.orm import Session, load_only, raiseload
+from sqlalchemy.orm import Session
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
@@ -53,10 +53,10 @@ def page(stmt: Select[Any], model: Any, cursor: str | None, limit: int) -> Selec
 def fetch_page(
     session: Session, stmt: Select[Any], model: Any, columns: list[Any], cursor: str | None, limit: int
 ) -> tuple[list[Any], str | None]:
-    """One page of ``stmt`` (at most ``limit`` rows, newest first) in one query that loads only ``columns``
-    (any other attribute access raises instead of issuing a query per row), and the cursor of the next
-    page (None on the last page)."""
-    stmt = stmt.options(load_only(*columns, raiseload=True), raiseload("*"))
-    rows = list(session.scalars(page(stmt, model, cursor, limit)))
+    """One page of ``stmt`` (at most ``limit`` rows, newest first) in one query that reads only ``columns``
+    (which must include ``created_at`` and ``id``): rows with those attributes, not ORM objects (an attribute
+    outside ``columns`` is an error, never a query per row), and the cursor of the next page (None on the
+    last page)."""
+    rows = list(session.execute(page(stmt.with_only_columns(*columns), model, cursor, limit)))
     nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], nxt
