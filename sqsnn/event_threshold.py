@@ -14,7 +14,8 @@ constant either left a 1.4x gain unused or lost time, so the threshold is measur
    ``~/.cache/sqsnn``), one entry per machine signature (CPU model, LLVM CPU name, torch version, torch
    threads, dtype);
 4. :func:`measure`, whose answer is written to that file (atomically), so that later processes on the machine,
-   and seeded runs among them, take the same paths.
+   and seeded runs among them, take the same paths. A lock next to the file lets one process measure at a
+   time; the others wait and read its answer.
 
 :func:`measure` times the forward product and weight gradient of a 784 -> 1000 layer on 1,280 rows (a
 784-1000-10 network's first layer at batch 256, T = 5) dense once and event-driven at :data:`DENSITIES` in
@@ -25,6 +26,7 @@ takes about a second per dtype.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -97,20 +99,24 @@ def _cpu_model() -> str:
 
 def _cached_or_measured(dtype: torch.dtype) -> float:
     path, key = cache_path(), signature(dtype)
-    entries = _read(path)
-    if key in entries:
-        return float(entries[key])
-    value = measure(dtype)
-    entries = _read(path)  # another process may have written meanwhile
-    entries[key] = value
+    if (known := _read(path).get(key)) is not None:
+        return known
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = path.with_name(f".{path.name}.{os.getpid()}")
-        scratch.write_text(json.dumps(entries, indent=1, sort_keys=True))
-        scratch.replace(path)
-    except OSError:
-        pass  # a read-only home: the value still holds for this process
-    return value
+        lock = path.with_name(f".{path.name}.lock").open("a")
+    except OSError:  # a read-only home: the value still holds for this process
+        return measure(dtype)
+    with lock:
+        # one process measures at a time (two measuring side by side would time each other): a worker's
+        # sibling processes wait here, then read its answer
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        entries = _read(path)
+        if key not in entries:
+            entries[key] = measure(dtype)
+            scratch = path.with_name(f".{path.name}.{os.getpid()}")
+            scratch.write_text(json.dumps(entries, indent=1, sort_keys=True))
+            scratch.replace(path)
+        return entries[key]
 
 
 def _read(path: Path) -> dict[str, float]:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -72,6 +77,37 @@ def test_the_first_product_of_a_process_may_come_without_autograd(fresh: Path) -
         z = synapses.linear(x, weight)
     assert torch.allclose(z, x @ weight.T, rtol=1e-12, atol=1e-12)
     assert fresh.is_file()  # the threshold was measured on the way
+
+
+def test_a_process_waits_for_the_one_measuring_and_reads_its_answer(fresh: Path) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        key = event_threshold.signature(torch.float32)  # the child's: OMP_NUM_THREADS=1 below
+    finally:
+        torch.set_num_threads(threads)
+    lock = fresh.with_name(f".{fresh.name}.lock").open("a")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # this test plays the process that is measuring
+    code = (
+        "import torch; from sqsnn import event_threshold as e; print('ready', flush=True); "
+        "print(e.event_density(torch.float32))"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        time.sleep(1)  # the child is at the lock (its cache was empty)
+        assert child.poll() is None, "the child did not wait for the lock"
+        fresh.write_text(json.dumps({key: 0.37}))  # the measuring process's answer (no measurement gives 0.37)
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+    out, _ = child.communicate(timeout=120)
+    assert float(out) == 0.37  # read, not measured
 
 
 def test_an_unreadable_cache_is_measured_again_and_replaced(fresh: Path) -> None:
