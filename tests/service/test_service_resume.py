@@ -93,10 +93,12 @@ def test_inference_chunks_longer_than_the_lease_run_exactly_once(chunked, served
     from conftest import WorkerProcess
 
     c, model_id, shaped = chunked
-    worker_settings = shaped(200, lease_s=4.0)  # a chunk of T = 200 outlasts the lease
+    # a chunk of T = 400 lasts ~7 s on an idle AMD EPYC (T = 200 took 3.7 s there, under a 4 s lease): a 2 s
+    # lease leaves room for machines a few times faster
+    worker_settings = shaped(400, lease_s=2.0)
     w = WorkerProcess(worker_settings, tmp_path / "w.log", "lease", beat=True)  # beat: the reaper runs every 1 s
     try:
-        job_id = c.post("/v1/jobs", json=_aer_body(model_id, 2 * CHUNK, T=200)).json()["id"]
+        job_id = c.post("/v1/jobs", json=_aer_body(model_id, 2 * CHUNK, T=400)).json()["id"]
         job = wait_for(c, job_id, ("succeeded", "failed"), timeout=240)
         time.sleep(2 * worker_settings.lease_s)  # a second attempt would start within a lease
         job = c.get(f"/v1/jobs/{job_id}").json()
