@@ -254,17 +254,48 @@ def test_the_cosine_schedule_sets_every_groups_rate_before_each_step() -> None:
     net = SQSNetwork(NetworkConfig(sizes=[64, 4, 2], mode="quantum", direct=True, seed=0))
     cfg = LocalConfig(epochs=2, batch_size=16, T=3, lr=0.01, hidden_lr_scale=0.5, schedule="cosine")
     rule = LocalRule(net, cfg, torch.Generator().manual_seed(0))
-    learner = _RuleLearner(rule, batches_per_epoch=3)
+    learner = _RuleLearner(rule)
     x = encode(data.x_train[:16], data.kind, cfg.T, cfg.p_max, torch.Generator().manual_seed(1))
     seen = []
-    for epoch, batch in [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]:
-        learner.step(x, data.y_train[:16], epoch, batch)
+    for done in range(6):  # two epochs of three batches, as the epoch loop reports them
+        learner.step(x, data.y_train[:16], done / 6)
         seen.append([group["lr"] for group in rule.optimizer.param_groups])
     for done, rates in enumerate(seen):
         expected = 0.005 * (1 + math.cos(math.pi * done / 6))  # 0.01 halfway down a cosine over 6 steps
         assert rates == pytest.approx([expected * 0.5] * 2 + [expected] * 2, rel=1e-12)
     with pytest.raises(ValueError, match="schedule"):
         LocalConfig(schedule="step")  # type: ignore[arg-type]
+
+
+def test_the_epoch_loop_reports_each_steps_share_of_the_run_also_after_a_resume() -> None:
+    from sqsnn.training.loop import LoopSettings, run_epochs
+
+    data = load_dataset("digits", classes=[0, 1], limit_train=48, limit_test=16, val_fraction=0.0)
+    net = SQSNetwork(NetworkConfig(sizes=[64, 4, 2], mode="quantum", direct=True, seed=0))
+    settings = LoopSettings(epochs=2, batch_size=16, T=3, p_max=0.5, eval_batch_size=16)  # 3 batches an epoch
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.progress: list[float] = []
+
+        def step(self, x: torch.Tensor, y: torch.Tensor, progress: float) -> tuple[float, int]:
+            self.progress.append(progress)
+            return 0.0, 0
+
+        def state_dict(self) -> dict[str, object]:
+            return {}
+
+        def load_state_dict(self, state: dict[str, object]) -> None:
+            pass
+
+    saved: list[Checkpoint] = []
+    full, resumed = Recorder(), Recorder()
+    run_epochs(net, data, settings, full, torch.Generator().manual_seed(0), resume=None,
+               on_epoch=lambda _, ckpt: saved.append(ckpt), on_batch=None, should_stop=None)  # fmt: skip
+    run_epochs(net, data, settings, resumed, torch.Generator().manual_seed(0), resume=saved[0],
+               on_epoch=None, on_batch=None, should_stop=None)  # fmt: skip
+    assert full.progress == [done / 6 for done in range(6)]
+    assert resumed.progress == [done / 6 for done in range(3, 6)]
 
 
 def test_local_rule_trains_digits_zero_vs_one() -> None:

@@ -18,7 +18,6 @@ is reproducible and resumable from a :class:`Checkpoint`.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -161,7 +160,7 @@ def train(
     if isinstance(model, nn.Module):
         model.to(getattr(torch, config.dtype))
     gen = torch.Generator().manual_seed(config.seed)
-    learner = _AdamLearner(model, config, gen, math.ceil(len(data.y_train) / config.batch_size))
+    learner = _AdamLearner(model, config, gen)
     return run_epochs(
         model,  # type: ignore[arg-type]
         data,
@@ -194,20 +193,16 @@ def parameter_groups(model: SpikingModel, lr_scaling: LrScaling) -> list[dict[st
 class _AdamLearner:
     """One Adam step on the batch loss, with the configured learning-rate schedule."""
 
-    def __init__(
-        self, model: SpikingModel, config: TrainConfig, generator: torch.Generator, batches_per_epoch: int
-    ) -> None:
+    def __init__(self, model: SpikingModel, config: TrainConfig, generator: torch.Generator) -> None:
         self.model = model
         self.config = config
         self.generator = generator
-        self.batches_per_epoch = batches_per_epoch
         self.optimizer = torch.optim.Adam(parameter_groups(model, config.lr_scaling), lr=config.lr)
 
-    def step(self, x: Tensor, y: Tensor, epoch: int, batch: int) -> tuple[float, int]:
+    def step(self, x: Tensor, y: Tensor, progress: float) -> tuple[float, int]:
         out = self.model(x, self.generator)
         loss = batch_loss(out, y, self.config)
-        cfg = self.config
-        set_rate(self.optimizer, scheduled_rate(cfg.lr, cfg.schedule, epoch, batch, self.batches_per_epoch, cfg.epochs))
+        set_rate(self.optimizer, scheduled_rate(self.config.lr, self.config.schedule, progress))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -447,7 +447,7 @@ def train_local(
         net,
         data,
         settings,
-        _RuleLearner(rule, math.ceil(len(data.y_train) / config.batch_size)),
+        _RuleLearner(rule),
         gen,
         resume=resume,
         on_epoch=on_epoch,
@@ -459,14 +459,12 @@ def train_local(
 class _RuleLearner:
     """The local rule as the epoch loop's learner, applying the configured learning-rate schedule."""
 
-    def __init__(self, rule: LocalRule, batches_per_epoch: int) -> None:
+    def __init__(self, rule: LocalRule) -> None:
         self.rule = rule
-        self.batches_per_epoch = batches_per_epoch
 
-    def step(self, x: Tensor, y: Tensor, epoch: int, batch: int) -> tuple[float, int]:
+    def step(self, x: Tensor, y: Tensor, progress: float) -> tuple[float, int]:
         cfg = self.rule.config
-        rate = scheduled_rate(cfg.lr, cfg.schedule, epoch, batch, self.batches_per_epoch, cfg.epochs)
-        set_rate(self.rule.optimizer, rate)
+        set_rate(self.rule.optimizer, scheduled_rate(cfg.lr, cfg.schedule, progress))
         stats = self.rule.step(x, y)
         return stats.loss, stats.correct
 

@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import torch
 from torch import Tensor, nn
@@ -37,17 +37,15 @@ from sqsnn.training.results import (
 )
 
 Schedule = Literal["constant", "cosine"]
-SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
 
 
-def scheduled_rate(lr: float, schedule: Schedule, epoch: int, batch: int, batches_per_epoch: int, epochs: int) -> float:
-    """Learning rate of batch ``batch`` (from 0) of epoch ``epoch`` (from 1): ``lr`` (``constant``) or
-    :math:`\\tfrac12 \\, lr \\, (1 + \\cos(\\pi \\, done / total))` after ``done`` of the run's ``total``
-    batches (``cosine``: from ``lr`` to 0 over all epochs)."""
+def scheduled_rate(lr: float, schedule: Schedule, progress: float) -> float:
+    """Learning rate of a step taken after ``progress`` (0 to 1) of the run's batches: ``lr`` (``constant``) or
+    :math:`\\tfrac12 \\, lr \\, (1 + \\cos(\\pi \\, progress))` (``cosine``: from ``lr`` to 0 over all epochs)."""
     if schedule == "constant":
         return lr
-    done = (epoch - 1) * batches_per_epoch + batch
-    return 0.5 * lr * (1 + math.cos(math.pi * done / (batches_per_epoch * epochs)))
+    return 0.5 * lr * (1 + math.cos(math.pi * progress))
 
 
 def set_rate(optimizer: torch.optim.Optimizer, rate: float) -> None:
@@ -59,8 +57,9 @@ def set_rate(optimizer: torch.optim.Optimizer, rate: float) -> None:
 class Learner(Protocol):
     """One trainer's learning step and resumable state."""
 
-    def step(self, x: Tensor, y: Tensor, epoch: int, batch: int) -> tuple[float, int]:
-        """Learn from encoded spikes ``x (T, B, D)`` and labels ``y (B,)``; returns (loss, correct runs)."""
+    def step(self, x: Tensor, y: Tensor, progress: float) -> tuple[float, int]:
+        """Learn from encoded spikes ``x (T, B, D)`` and labels ``y (B,)``, the run's batches before this one
+        being the share ``progress`` of all (for learning-rate schedules); returns (loss, correct runs)."""
         ...
 
     def state_dict(self) -> dict[str, Any]: ...
@@ -133,7 +132,8 @@ def run_epochs(
                 raise TrainingStopped(f"stopped during epoch {epoch} before batch {b}")
             idx = order[b * settings.batch_size : (b + 1) * settings.batch_size]
             x = encode(data.x_train[idx], data.kind, settings.T, settings.p_max, generator)
-            loss, hits = learner.step(x, data.y_train[idx], epoch, b)
+            progress = ((epoch - 1) * n_batches + b) / (n_batches * settings.epochs)
+            loss, hits = learner.step(x, data.y_train[idx], progress)
             total_loss += loss * len(idx)
             correct += hits
             if on_batch is not None:
