@@ -189,6 +189,16 @@ def test_one_process_per_seed_fills_one_results_directory(tmp_path: Path) -> Non
         run_experiment(config, seeds=[7], log=lambda _: None)
 
 
+def test_one_process_per_model_runs_only_that_models_cells(tmp_path: Path) -> None:
+    config = _write_config(tmp_path, GRID)
+    labels = sorted({m.label for m in load_config(config).models})
+    assert len(labels) >= 2, "the grid must hold two models for this test to mean anything"
+    first = run_experiment(config, models=[labels[0]], seeds=[0], log=lambda _: None)
+    assert first.ran and all(key.startswith(f"{labels[0]}/") and key.endswith("seed0") for key in first.ran)
+    with pytest.raises(ConfigError, match=r"model\(s\) \['nope'\]"):
+        run_experiment(config, models=["nope"], log=lambda _: None)
+
+
 def _idx(array: np.ndarray) -> bytes:
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     return header + array.astype(np.uint8).tobytes()

@@ -21,10 +21,14 @@ def run_command(
         list[int] | None,
         typer.Option(help="run only the cells of this seed (repeatable): one process per seed runs them in parallel"),
     ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="run only the cells of the model with this label (repeatable), like --seed"),
+    ] = None,
 ) -> None:
     """Run (or resume) every cell of CONFIG; finished cells are skipped."""
     try:
-        summary = run_experiment(config, seeds=seed, log=typer.echo)
+        summary = run_experiment(config, seeds=seed, models=model, log=typer.echo)
     except ConfigError as exc:
         raise typer.BadParameter(str(exc), param_hint="CONFIG") from exc
     typer.echo(f"ran {len(summary.ran)}, skipped {len(summary.skipped)}, left {len(summary.remaining)}")

@@ -186,16 +186,24 @@ def run_cell(
 
 
 def run_experiment(
-    config: Path | str, *, seeds: Sequence[int] | None = None, log: Callable[[str], None] = print
+    config: Path | str,
+    *,
+    seeds: Sequence[int] | None = None,
+    models: Sequence[str] | None = None,
+    log: Callable[[str], None] = print,
 ) -> RunSummary:
     """Run every unfinished cell of the configuration file ``config`` within budget; rebuild the report.
 
     ``seeds`` restricts the run to the cells of those seeds (of the configuration's), so that separate
     processes can run one configuration's seeds side by side into the same results directory (each finished
-    cell is appended to the CSV files in one write; its checkpoint is its own)."""
+    cell is appended to the CSV files in one write; its checkpoint is its own). ``models`` likewise restricts it
+    to the models of those labels."""
     cfg = load_config(config)
     if seeds is not None and (unknown := sorted(set(seeds) - set(cfg.seeds))):
         raise ConfigError(f"seed(s) {unknown} not in the configuration's seeds {cfg.seeds}")
+    labels = [m.label for m in cfg.models]
+    if models is not None and (missing := sorted(set(models) - set(labels))):
+        raise ConfigError(f"model(s) {missing} not in the configuration's labels {labels}")
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     out = cfg.results_dir
@@ -205,7 +213,7 @@ def run_experiment(
     summary = RunSummary([], [], [])
     datasets: dict[str, Dataset] = {}
     for cell in cfg.cells():
-        if seeds is not None and cell.seed not in seeds:
+        if (seeds is not None and cell.seed not in seeds) or (models is not None and cell.model.label not in models):
             continue
         if cell.key in finished:
             summary.skipped.append(cell.key)
