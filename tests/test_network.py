@@ -207,8 +207,8 @@ def test_dataset_defaults_name_only_trainer_fields_and_the_28x28_sets_share_one_
     with pytest.raises(ValueError, match=r"network defaults may set .*got mode"):
         DatasetDefaults(network={"mode": "memoryless"})
     assert defaults_for("mnist") is defaults_for("kmnist") and defaults_for("mnist").hidden == (1000,)
-    assert defaults_for("fmnist").train == {**defaults_for("mnist").train, "epochs": 24, "lr": 5e-4}  # on validation
-    assert defaults_for("fmnist").network == defaults_for("mnist").network
+    assert defaults_for("fmnist") is defaults_for("mnist")
+    assert defaults_for("mnist").train["lr"] == 5e-4 and defaults_for("mnist").train["epochs"] == 24  # on validation
     assert defaults_for("mnist-dvs") is defaults_for("usps") and defaults_for("usps").hidden == (128,)
     assert defaults_for("usps").train == {"loss": "probs", "p_max": 1.0} and defaults_for("usps").network == {}
 
