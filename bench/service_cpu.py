@@ -27,18 +27,15 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
-import psycopg
-import redis
 from starlette.types import Receive, Scope, Send
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.service_load import PG_ADMIN, REDIS_URL, bare, job_body
+from bench.service_load import bare, job_body, scratch_settings
 
 
 async def null_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -84,32 +81,14 @@ def main() -> None:
 
     from service.app import create_app
     from service.auth import create_key
-    from service.embedded import migrate
     from workers.db import make_sessionmaker
-    from workers.settings import Settings
 
-    db_name = f"sqsnn_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{db_name}"')
-    try:
-        settings = Settings(
-            environment="test",
-            secret_key="bench-secret",  # type: ignore[arg-type]
-            home=home,
-            max_active_jobs=10**9,
-            database_url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{db_name}",
-            broker_url=REDIS_URL,
-        )
-        migrate(settings)
+    with scratch_settings(home) as settings:
         with make_sessionmaker(settings)() as s:
             auth = {"Authorization": f"Bearer {create_key(s, settings, 'bench')}"}
         app = create_app(settings)
         rows = asyncio.run(run(app, auth, args.requests))
         app.state.db.dispose()
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        redis.Redis.from_url(REDIS_URL).flushdb()
     null_cpu = rows[0][1]
     bare_cpu = rows[1][1]
     print(f"load average: {os.getloadavg()[0]:.2f}; {args.requests} requests per scenario, one at a time")

@@ -36,10 +36,12 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -47,6 +49,9 @@ import psycopg
 import redis
 from fastapi import FastAPI
 from sqlalchemy import func, select
+
+if TYPE_CHECKING:
+    from workers.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -263,6 +268,33 @@ def start_worker(env: dict[str, str], home: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
+@contextmanager
+def scratch_settings(home: Path) -> Iterator[Settings]:
+    """The service's settings on a scratch PostgreSQL database (created and migrated here) and the bench's Redis
+    database, with ``home`` as its home folder; on exit the database is dropped and the Redis database flushed."""
+    from service.embedded import migrate
+    from workers.settings import Settings
+
+    db_name = f"sqsnn_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db_name}"')
+    try:
+        settings = Settings(
+            environment="test",
+            secret_key="bench-secret",  # type: ignore[arg-type]
+            home=home,
+            max_active_jobs=10**9,
+            database_url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{db_name}",
+            broker_url=REDIS_URL,
+        )
+        migrate(settings)
+        yield settings
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        redis.Redis.from_url(REDIS_URL).flushdb()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64, 200])
@@ -278,98 +310,83 @@ def main() -> None:
     load_before = os.getloadavg()
 
     from service.auth import create_key
-    from service.embedded import migrate, settings_env
+    from service.embedded import settings_env
     from workers.db import make_sessionmaker, session_scope
     from workers.events import add_event, commit_and_publish
     from workers.models import Job, JobEvent
-    from workers.settings import Settings
 
     home = Path(tempfile.mkdtemp(prefix="sqsnn-bench-"))
-    db_name = f"sqsnn_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{db_name}"')
-    settings = Settings(
-        environment="test",
-        secret_key="bench-secret",  # type: ignore[arg-type]
-        home=home,
-        max_active_jobs=10**9,
-        database_url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{db_name}",
-        broker_url=REDIS_URL,
-    )
     procs: list[subprocess.Popen[bytes]] = []
     rows: list[tuple[int, str, dict[str, Any]]] = []
-    try:
-        migrate(settings)
-        sessions = make_sessionmaker(settings)
-        with sessions() as s:
-            keys = [create_key(s, settings, f"bench-{i}") for i in range(OWNERS)]
-        auths = [{"Authorization": f"Bearer {k}"} for k in keys]
-        env = {**settings_env(settings), "OMP_NUM_THREADS": "1", "PROMETHEUS_MULTIPROC_DIR": str(home / "prom")}
-        os.makedirs(env["PROMETHEUS_MULTIPROC_DIR"])
-        if not args.no_worker:
-            procs.append(start_worker(env, home))
-        app_proc, app_url = serve(["--factory", "service.app:create_app"], env, args.workers)
-        bare_proc, bare_url = serve(["bench.service_load:bare"], env, args.workers)
-        procs += [app_proc, bare_proc]
-        seed_ids = [
-            httpx.post(f"{app_url}/v1/jobs", json=job_body(i), headers=auths[0], timeout=60).json()["id"]
-            for i in range(20)
-        ]
-        sse_job = seed_ids[0]
+    with scratch_settings(home) as settings:
+        try:
+            sessions = make_sessionmaker(settings)
+            with sessions() as s:
+                keys = [create_key(s, settings, f"bench-{i}") for i in range(OWNERS)]
+            auths = [{"Authorization": f"Bearer {k}"} for k in keys]
+            env = {**settings_env(settings), "OMP_NUM_THREADS": "1", "PROMETHEUS_MULTIPROC_DIR": str(home / "prom")}
+            os.makedirs(env["PROMETHEUS_MULTIPROC_DIR"])
+            if not args.no_worker:
+                procs.append(start_worker(env, home))
+            app_proc, app_url = serve(["--factory", "service.app:create_app"], env, args.workers)
+            bare_proc, bare_url = serve(["bench.service_load:bare"], env, args.workers)
+            procs += [app_proc, bare_proc]
+            seed_ids = [
+                httpx.post(f"{app_url}/v1/jobs", json=job_body(i), headers=auths[0], timeout=60).json()["id"]
+                for i in range(20)
+            ]
+            sse_job = seed_ids[0]
 
-        def announce() -> tuple[int, float]:
-            with session_scope(sessions) as s:
-                ev = add_event(s, sse_job, "progress", {"epoch": 1, "batch": 0, "loss": 0.0})
-                committed = time.perf_counter()
-                commit_and_publish(s, settings.pubsub_url, [ev])
-                return int(ev.id), committed
-
-        def drain(limit: float = 300.0) -> None:
-            """Wait until the worker has taken every submitted job off the queue (it hands each back as
-            ``scheduled``), so that its work does not run into the next scenario's measurement."""
-            if args.no_worker:
-                return
-            deadline = time.monotonic() + limit
-            while time.monotonic() < deadline:
+            def announce() -> tuple[int, float]:
                 with session_scope(sessions) as s:
-                    waiting = (Job.state == "queued") & Job.substate.is_(None)
-                    if not s.scalar(select(func.count()).select_from(Job).where(waiting)):
-                        return
-                time.sleep(0.5)
+                    ev = add_event(s, sse_job, "progress", {"epoch": 1, "batch": 0, "loss": 0.0})
+                    committed = time.perf_counter()
+                    commit_and_publish(s, settings.pubsub_url, [ev])
+                    return int(ev.id), committed
 
-        def newest() -> int:
-            with session_scope(sessions) as s:
-                return int(s.scalar(select(func.max(JobEvent.id))) or 0)
+            def drain(limit: float = 300.0) -> None:
+                """Wait until the worker has taken every submitted job off the queue (it hands each back as
+                ``scheduled``), so that its work does not run into the next scenario's measurement."""
+                if args.no_worker:
+                    return
+                deadline = time.monotonic() + limit
+                while time.monotonic() < deadline:
+                    with session_scope(sessions) as s:
+                        waiting = (Job.state == "queued") & Job.substate.is_(None)
+                        if not s.scalar(select(func.count()).select_from(Job).where(waiting)):
+                            return
+                    time.sleep(0.5)
 
-        scenarios = [
-            ("bare GET /ping", Load("bare", bare_url, auths, seed_ids)),
-            ("submit POST /v1/jobs", Load("submit", app_url, auths, seed_ids)),
-            ("poll GET /v1/jobs/{id}", Load("poll", app_url, auths, seed_ids)),
-            ("list GET /v1/jobs", Load("list", app_url, auths, seed_ids)),
-        ]
-        chosen = {"bare", *args.scenarios.split(",")}
-        scenarios = [(name, load) for name, load in scenarios if load.kind in chosen]
-        first = 10**6  # request numbers (the submitted jobs' seeds) never repeat
-        if args.hold:
-            print(f"API {app_url}: uvicorn pid {app_proc.pid}; load starts in {args.hold} s", flush=True)
-            time.sleep(args.hold)
-        for level in args.concurrency:
-            for name, load in scenarios:
-                rows.append((level, name, drive(load, first, args.requests, level, args.seconds)))
-                first += args.requests
-                if load.kind == "submit":
-                    drain()
-            if "sse" in chosen:
-                sse = asyncio.run(fan_out(app_url, auths[0], sse_job, level, announce, newest))
-                rows.append((level, f"sse fan-out ({SSE_EVENTS} events)", sse))
-        sessions.kw["bind"].dispose()
-    finally:
-        for p in procs:
-            p.terminate()
-            p.wait(30)
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        redis.Redis.from_url(REDIS_URL).flushdb()
+            def newest() -> int:
+                with session_scope(sessions) as s:
+                    return int(s.scalar(select(func.max(JobEvent.id))) or 0)
+
+            scenarios = [
+                ("bare GET /ping", Load("bare", bare_url, auths, seed_ids)),
+                ("submit POST /v1/jobs", Load("submit", app_url, auths, seed_ids)),
+                ("poll GET /v1/jobs/{id}", Load("poll", app_url, auths, seed_ids)),
+                ("list GET /v1/jobs", Load("list", app_url, auths, seed_ids)),
+            ]
+            chosen = {"bare", *args.scenarios.split(",")}
+            scenarios = [(name, load) for name, load in scenarios if load.kind in chosen]
+            first = 10**6  # request numbers (the submitted jobs' seeds) never repeat
+            if args.hold:
+                print(f"API {app_url}: uvicorn pid {app_proc.pid}; load starts in {args.hold} s", flush=True)
+                time.sleep(args.hold)
+            for level in args.concurrency:
+                for name, load in scenarios:
+                    rows.append((level, name, drive(load, first, args.requests, level, args.seconds)))
+                    first += args.requests
+                    if load.kind == "submit":
+                        drain()
+                if "sse" in chosen:
+                    sse = asyncio.run(fan_out(app_url, auths[0], sse_job, level, announce, newest))
+                    rows.append((level, f"sse fan-out ({SSE_EVENTS} events)", sse))
+            sessions.kw["bind"].dispose()
+        finally:
+            for p in procs:
+                p.terminate()
+                p.wait(30)
     worker = "no worker" if args.no_worker else "celery worker prefork x2 + beat"
     print(
         f"service load, deployed shape (uvicorn --workers {args.workers}, PostgreSQL, Redis, {worker}; "
