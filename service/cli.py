@@ -129,9 +129,9 @@ def demo(
                 "name": "digits-demo",
                 "model": {"hidden": [hidden], "mode": "quantum"},
                 "dataset": {"name": "digits", "limit_train": limit_train},
-                # the digits defaults chosen on validation (sqsnn.training.defaults): every step of an 8x8
-                # image spikes at its intensity (p_max 1), loss on the mean output probability
-                "encoder": {"T": 5, "p_max": 1.0},
+                # the digits defaults chosen on validation (sqsnn.training.defaults): 10 steps per image, each
+                # step of an 8x8 image spikes at its intensity (p_max 1), loss on the mean output probability
+                "encoder": {"T": 10, "p_max": 1.0},
                 "training": {"method": "bptt", "epochs": epochs, "loss": "probs"},
                 "backend": "exact",
             }

@@ -185,8 +185,9 @@ def test_cli_takes_the_dataset_defaults_for_flags_not_given_and_says_so() -> Non
     result = runner.invoke(app, args, env={"COLUMNS": "300"})
     assert result.exit_code == 0, result.output
     flat = " ".join(result.output.split())
-    assert DATASET_DEFAULTS["digits"].train == {"loss": "probs", "p_max": 1.0, "epochs": 60}
+    assert DATASET_DEFAULTS["digits"].train == {"loss": "probs", "p_max": 1.0, "epochs": 60, "T": 10}
     assert "loss probs (digits default)" in flat and "p_max 1.0 (digits default)" in flat
+    assert "T 10 (digits default)" in flat
     assert "epochs 1 (flag)" in flat and "lr 0.001 (default)" in flat
     assert "best validation accuracy" in flat and "test split was evaluated once" in flat
     result = runner.invoke(app, [*args, "--loss", "counts", "--val-fraction", "0"], env={"COLUMNS": "300"})
@@ -210,7 +211,7 @@ def test_dataset_defaults_name_only_trainer_fields_and_the_28x28_sets_share_one_
     assert defaults_for("fmnist") is defaults_for("mnist")
     assert defaults_for("mnist").train["lr"] == 5e-4 and defaults_for("mnist").train["epochs"] == 24  # on validation
     assert defaults_for("mnist-dvs") is defaults_for("usps") and defaults_for("usps").hidden == (128,)
-    assert defaults_for("usps").train == {"loss": "probs", "p_max": 1.0, "epochs": 60}  # digits' epochs
+    assert defaults_for("usps").train == {"loss": "probs", "p_max": 1.0, "epochs": 60, "T": 10}  # digits' entry
     assert defaults_for("usps").network == {}
 
 
