@@ -195,7 +195,7 @@ def test_cli_takes_the_dataset_defaults_for_flags_not_given_and_says_so() -> Non
     assert result.exit_code == 0 and "loss counts (flag)" in flat and "no validation split" in flat
 
 
-def test_dataset_defaults_name_only_trainer_fields_and_the_28x28_sets_share_one_entry() -> None:
+def test_dataset_defaults_name_only_trainer_fields_and_the_28x28_sets_differ_only_in_fmnists_epochs() -> None:
     import dataclasses
 
     from sqsnn.training.defaults import DATASET_DEFAULTS, DatasetDefaults, defaults_for
@@ -208,7 +208,11 @@ def test_dataset_defaults_name_only_trainer_fields_and_the_28x28_sets_share_one_
     with pytest.raises(ValueError, match=r"network defaults may set .*got mode"):
         DatasetDefaults(network={"mode": "memoryless"})
     assert defaults_for("mnist") is defaults_for("kmnist") and defaults_for("mnist").hidden == (1000,)
-    assert defaults_for("fmnist") is defaults_for("mnist")
+    assert defaults_for("fmnist").train == {**defaults_for("mnist").train, "epochs": 48}  # on validation
+    assert (defaults_for("fmnist").hidden, defaults_for("fmnist").network) == (
+        defaults_for("mnist").hidden,
+        defaults_for("mnist").network,
+    )
     assert defaults_for("mnist").train["lr"] == 5e-4 and defaults_for("mnist").train["epochs"] == 24  # on validation
     assert defaults_for("mnist-dvs") is defaults_for("usps") and defaults_for("usps").hidden == (128,)
     assert defaults_for("usps").train == {"loss": "probs", "p_max": 1.0, "epochs": 60, "T": 10}  # digits' entry
