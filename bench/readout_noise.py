@@ -39,7 +39,8 @@ def readout(model: SpikingNetwork, data: Dataset, T: int, p_max: float, runs: in
     """Single-shot validation accuracies of ``runs`` independent runs, and the accuracy of their pooled trains."""
     assert data.x_val is not None and data.y_val is not None
     model.train(False)
-    x, y = torch.as_tensor(data.x_val), torch.as_tensor(data.y_val)
+    dtype = next(model.parameters()).dtype  # the training precision (float32 for the 28x28 defaults)
+    x, y = torch.as_tensor(data.x_val).to(dtype), torch.as_tensor(data.y_val)
     single, spikes, probs = [], [], []
     for run in range(runs):
         gen = torch.Generator().manual_seed(10_000 + run)
