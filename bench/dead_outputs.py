@@ -17,8 +17,6 @@ Usage (the diagnosis behind ``NetworkConfig.output_theta_in``, docs/results-full
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 import torch
 
@@ -65,8 +63,7 @@ def main() -> None:
     parser.add_argument("--output-theta-in", type=float, default=0.0)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    data_dir = Path(os.environ["SQSNN_DATA_DIR"]) if "SQSNN_DATA_DIR" in os.environ else None
-    data = load_dataset(args.dataset, data_dir, limit_train=args.limit, val_fraction=0.1)
+    data = load_dataset(args.dataset, limit_train=args.limit, val_fraction=0.1)
     net = SQSNetwork(
         NetworkConfig(
             sizes=[data.n_features, 1000, data.n_classes],

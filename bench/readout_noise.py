@@ -11,18 +11,18 @@ independent input encodings and spike samples and prints, per model and T:
   would reach if the readout's sampling noise were averaged away;
 * the gap between the two, in points: the part of the error that is readout noise, not the learned function.
 
-Usage (the diagnosis behind digits' T = 10, ``experiments/tune-digits-steps.toml``)::
+Usage (the diagnosis behind digits' T = 10, ``experiments/tune-digits-steps.toml``; the figures quoted in the
+README came from this command, whose training matches the experiment runner's cells only with numba limited to
+one thread: without ``NUMBA_NUM_THREADS=1`` the same seed keeps another epoch)::
 
-    python bench/readout_noise.py --dataset digits --steps 5,10 --runs 20
+    NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python bench/readout_noise.py --dataset digits --steps 5,10 --runs 20
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
@@ -60,8 +60,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    data_dir = Path(os.environ["SQSNN_DATA_DIR"]) if "SQSNN_DATA_DIR" in os.environ else None
-    data = load_dataset(args.dataset, data_dir, val_fraction=0.1)
+    data = load_dataset(args.dataset, val_fraction=0.1)
     preset = defaults_for(args.dataset)
     sizes = [data.n_features, *preset.hidden, data.n_classes]
     assert data.y_val is not None

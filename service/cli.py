@@ -15,6 +15,7 @@ from service.auth import create_key
 from service.embedded import EmbeddedService, ensure_key, migrate, start_worker, stop_process, worker_log
 from sqsnn.client import Client
 from sqsnn.client_cli import print_outcome, watch_job
+from sqsnn.training.defaults import DATASET_DEFAULTS
 from workers.db import make_sessionmaker
 from workers.settings import Settings
 
@@ -124,15 +125,16 @@ def demo(
     with EmbeddedService(settings) as svc:
         console.print(f"worker log: {svc.worker_log}")
         with Client(svc.url, svc.key("demo")) as client:
+            digits = DATASET_DEFAULTS["digits"].train
             body = {
                 "kind": "train",
                 "name": "digits-demo",
                 "model": {"hidden": [hidden], "mode": "quantum"},
                 "dataset": {"name": "digits", "limit_train": limit_train},
-                # the digits defaults chosen on validation (sqsnn.training.defaults): 10 steps per image, each
-                # step of an 8x8 image spikes at its intensity (p_max 1), loss on the mean output probability
-                "encoder": {"T": 10, "p_max": 1.0},
-                "training": {"method": "bptt", "epochs": epochs, "loss": "probs"},
+                # the digits defaults chosen on validation (sqsnn.training.defaults): T steps per image, each
+                # step spiking at the pixel's intensity up to p_max, loss on the mean output probability
+                "encoder": {"T": digits["T"], "p_max": digits["p_max"]},
+                "training": {"method": "bptt", "epochs": epochs, "loss": digits["loss"]},
                 "backend": "exact",
             }
             job = client.submit(body)
