@@ -560,8 +560,19 @@ def transpose_lists(indptr: I64, indices: I64, values: Array, width: int) -> tup
 
 
 def match_torch_threads() -> None:
-    """Run numba's parallel loops on as many threads as torch's intra-op pool (at most numba's maximum)."""
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+    """Run numba's parallel loops on as many threads as torch's intra-op pool (at most numba's maximum), and
+    leave torch's pool as it was.
+
+    numba's OpenMP threading layer shares the OpenMP runtime with torch, and launching it (on the first call in
+    a process) sets the runtime's thread count to ``NUMBA_NUM_THREADS`` (default: every core). torch, asked for
+    one thread, then ran its own reductions on all cores: results that depended on that environment variable
+    (a seeded digits run diverged after six epochs) and oversubscribed cores beside other processes. So
+    torch's count is read first and put back.
+    """
+    wanted = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
