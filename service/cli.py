@@ -134,7 +134,13 @@ def demo(
                 # the digits defaults chosen on validation (sqsnn.training.defaults): T steps per image, each
                 # step spiking at the pixel's intensity up to p_max, loss on the mean output probability
                 "encoder": {"T": digits["T"], "p_max": digits["p_max"]},
-                "training": {"method": "bptt", "epochs": epochs, "loss": digits["loss"]},
+                # ... and each validation / test image evaluated in eval_runs single-shot runs, accuracy averaged
+                "training": {
+                    "method": "bptt",
+                    "epochs": epochs,
+                    "loss": digits["loss"],
+                    "eval_runs": digits["eval_runs"],
+                },
                 "backend": "exact",
             }
             job = client.submit(body)

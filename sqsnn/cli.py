@@ -72,6 +72,9 @@ def train(
     data_dir: DataDirOpt = None,
     out: Annotated[Path | None, typer.Option(help="Write the trained model here (.pt).")] = None,
     dtype: Annotated[str | None, typer.Option(help="float64 (default) or float32: the training precision.")] = None,
+    eval_runs: Annotated[
+        int | None, typer.Option(min=1, help="Single-shot runs of each validation / test sample, accuracy averaged.")
+    ] = None,
 ) -> None:
     """Train an SQSNN with surrogate-gradient BPTT and print validation and test accuracy, spike rates and
     parameters. Flags not given take the dataset's defaults (sqsnn.training.defaults), then the trainer's."""
@@ -91,6 +94,7 @@ def train(
         "T": steps,
         "p_max": p_max,
         "dtype": dtype,
+        "eval_runs": eval_runs,
     }
     preset = defaults_for(dataset)
     settings = {k: v for k, v in given.items() if v is not None}
@@ -166,10 +170,11 @@ def train(
         f"{net.num_parameters():,}",
     )
     console.print(table)
+    runs = f" (each sample in {config.eval_runs} single-shot runs, accuracy averaged)" if config.eval_runs > 1 else ""
     if result.val_accuracy is not None:
         console.print(
             f"epoch {result.best_epoch} had the best validation accuracy ({data.x_val.shape[0]} samples held "  # type: ignore[union-attr]
-            "out of the training split); its weights are kept and the test split was evaluated once with them."
+            f"out of the training split{runs}); its weights are kept and the test split was evaluated once with them."
         )
     else:
         console.print("no validation split (--val-fraction 0): the last epoch is kept, its test accuracy shown.")

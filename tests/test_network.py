@@ -103,9 +103,10 @@ def test_float32_training_runs_in_float32_and_learns() -> None:
         TrainConfig(dtype="float16")  # type: ignore[arg-type]
 
 
-def test_the_best_validation_epoch_is_kept_and_the_test_split_evaluated_once_with_it() -> None:
+@pytest.mark.parametrize("eval_runs", [1, 3])
+def test_the_best_validation_epoch_is_kept_and_the_test_split_evaluated_once_with_it(eval_runs: int) -> None:
     data = load_dataset("digits", limit_train=400)
-    config = TrainConfig(epochs=5, batch_size=16, lr=2e-2, loss="probs", seed=1)
+    config = TrainConfig(epochs=5, batch_size=16, lr=2e-2, loss="probs", seed=1, eval_runs=eval_runs)
     saved: list[Checkpoint] = []
     net = SQSNetwork(NetworkConfig(sizes=[64, 12, 10], seed=3))
     result = train(net, data, config, on_epoch=lambda _m, c: saved.append(c))
@@ -119,8 +120,35 @@ def test_the_best_validation_epoch_is_kept_and_the_test_split_evaluated_once_wit
     # the reported test figures are one evaluation of the kept weights, continuing the run's generator
     gen = torch.Generator()
     gen.set_state(saved[-1].generator_state)
-    again = evaluate(net, data.x_test, data.y_test, data.kind, T=config.T, p_max=config.p_max, generator=gen)
+    again = evaluate(
+        net, data.x_test, data.y_test, data.kind, T=config.T, p_max=config.p_max, generator=gen, runs=eval_runs
+    )
     assert (again.accuracy, again.spike_rates) == (result.test_accuracy, result.spike_rates)
+    # a validation figure is a mean over eval_runs runs of the held-out samples
+    n_val = len(data.y_val)  # type: ignore[arg-type]
+    assert all(round(v * n_val * eval_runs, 6).is_integer() for v in vals)  # type: ignore[operator]
+
+
+def test_an_evaluation_of_several_runs_is_that_many_single_shot_runs_in_a_row() -> None:
+    """runs = 3 with one batch per run draws exactly what three single-run evaluations draw in a row (the same
+    generator carried on); its accuracy is the mean of theirs, and the runs differ (the readout is random)."""
+    data = load_dataset("digits", limit_train=200)
+    net = SQSNetwork(NetworkConfig(sizes=[64, 16, 10], seed=2))
+    x, y, n = data.x_test, data.y_test, len(data.y_test)
+    kwargs = {"T": 5, "p_max": 1.0, "batch_size": n, "loss": "probs"}
+    pooled = evaluate(net, x, y, data.kind, generator=torch.Generator().manual_seed(9), runs=3, **kwargs)  # type: ignore[arg-type]
+    gen = torch.Generator().manual_seed(9)
+    singles = [evaluate(net, x, y, data.kind, generator=gen, **kwargs) for _ in range(3)]  # type: ignore[arg-type]
+    assert torch.equal(pooled.predictions, torch.cat([s.predictions for s in singles]))
+    assert pooled.accuracy == pytest.approx(sum(s.accuracy for s in singles) / 3, abs=1e-12)
+    assert pooled.spike_rates == pytest.approx(
+        [sum(r) / 3 for r in zip(*(s.spike_rates for s in singles), strict=True)]
+    )
+    assert not torch.equal(singles[0].predictions, singles[1].predictions)
+    with pytest.raises(ValueError, match="runs"):
+        evaluate(net, x, y, data.kind, generator=gen, runs=0, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="eval_runs"):
+        TrainConfig(eval_runs=0)
 
 
 def test_without_a_validation_split_the_test_split_is_evaluated_every_epoch_and_the_last_kept() -> None:
@@ -185,9 +213,9 @@ def test_cli_takes_the_dataset_defaults_for_flags_not_given_and_says_so() -> Non
     result = runner.invoke(app, args, env={"COLUMNS": "300"})
     assert result.exit_code == 0, result.output
     flat = " ".join(result.output.split())
-    assert DATASET_DEFAULTS["digits"].train == {"loss": "probs", "p_max": 1.0, "epochs": 60, "T": 10}
+    assert DATASET_DEFAULTS["digits"].train == {"loss": "probs", "p_max": 1.0, "epochs": 60, "T": 10, "eval_runs": 10}
     assert "loss probs (digits default)" in flat and "p_max 1.0 (digits default)" in flat
-    assert "T 10 (digits default)" in flat
+    assert "T 10 (digits default)" in flat and "eval_runs 10 (digits default)" in flat
     assert "epochs 1 (flag)" in flat and "lr 0.001 (default)" in flat
     assert "best validation accuracy" in flat and "test split was evaluated once" in flat
     result = runner.invoke(app, [*args, "--loss", "counts", "--val-fraction", "0"], env={"COLUMNS": "300"})
@@ -215,8 +243,7 @@ def test_dataset_defaults_name_only_trainer_fields_and_the_28x28_sets_differ_onl
     )
     assert defaults_for("mnist").train["lr"] == 5e-4 and defaults_for("mnist").train["epochs"] == 24  # on validation
     assert defaults_for("mnist-dvs") is defaults_for("usps") and defaults_for("usps").hidden == (128,)
-    assert defaults_for("usps").train == {"loss": "probs", "p_max": 1.0, "epochs": 60, "T": 10}  # digits' entry
-    assert defaults_for("usps").network == {}
+    assert defaults_for("usps") is DATASET_DEFAULTS["digits"] and defaults_for("usps").network == {}  # digits' entry
 
 
 def test_output_theta_in_centres_only_the_last_layers_theta_in_and_leaves_the_rest_of_the_draw() -> None:

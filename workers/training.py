@@ -133,6 +133,7 @@ def _trainer(spec: TrainJobSpec) -> tuple[Callable[..., Any], Any]:
 
     t = spec.training
     given: dict[str, Any] = {"batch_size": t.batch_size, "lr": t.lr, "logit_scale": t.logit_scale}
+    given |= {"eval_runs": t.eval_runs}
     given |= {"samples": t.samples, "shots": t.shots, "directions": t.directions, "spsa_step": t.spsa_step}
     options = {k: v for k, v in given.items() if v is not None}
     options |= {"epochs": t.epochs, "seed": spec.seed, "T": spec.encoder.T, "p_max": spec.encoder.p_max}

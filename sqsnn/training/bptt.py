@@ -76,6 +76,8 @@ class TrainConfig:
         p_max: rate-coding ceiling.
         seed: seed of the training generator.
         eval_batch_size: batch size of evaluation passes.
+        eval_runs: single-shot runs of each held-out sample per evaluation (validation after every epoch, test
+            once); the accuracy is their mean, which lowers the readout noise that epoch selection sees.
         schedule: learning rate ``constant`` or ``cosine`` (decays to 0 over all epochs' batches).
         lr_scaling: ``fan_in`` (weights of a layer with ``in`` inputs learn at ``lr * 1000 / in``) or
             ``none`` (every parameter at ``lr``).
@@ -94,13 +96,14 @@ class TrainConfig:
     p_max: float = 0.5
     seed: int = 0
     eval_batch_size: int = 500
+    eval_runs: int = 1
     schedule: Schedule = "cosine"
     lr_scaling: LrScaling = "fan_in"
     rate_penalty: float = 0.0
     dtype: DType = "float64"
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "T", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "T", "eval_batch_size", "eval_runs"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
         if self.loss not in ("counts", "probs"):

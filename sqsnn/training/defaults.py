@@ -61,6 +61,13 @@ The overrides were chosen on validation splits (the test splits were not looked 
   counts summed 97.22 %, a gap of 2.1 points, against 0.2 for the LIF SNN; 1.0 point at T = 10), and the LIF SNN
   trained alike gains far less from more steps (98.33 / 98.47 / 98.06 %). :data:`GENERIC` takes T = 10 with the
   rest of digits' entry.
+* ``digits`` (and :data:`GENERIC`) then evaluate every held-out sample in 10 single-shot runs (``eval_runs``)
+  and average the accuracies. This is how epochs are measured, not a setting tuned for accuracy: digits holds
+  out 144 validation images, one evaluation of the T = 10 model varies by 1.3 points from run to run
+  (``bench/readout_noise.py``), and the epoch kept was the maximum of 60 such noisy figures (re-running the kept
+  weights of seed 0: 95.49 % against the 97.92 % recorded). Ten runs cut that spread by sqrt(10) for about 0.4x
+  an epoch's training time on digits; the test figure is then a 10-run mean too (the same expectation as one
+  run). The 28x28 sets, with 6,000 validation images, keep one run (not re-run).
 """
 
 from __future__ import annotations
@@ -96,7 +103,7 @@ _IMAGES_28 = DatasetDefaults(
     network={"output_theta_in": -math.pi / 2},
     train={"lr": 5e-4, "lr_scaling": "none", "dtype": "float32", "loss": "probs", "p_max": 1.0, "epochs": 24},
 )
-_DIGITS = DatasetDefaults(train={"loss": "probs", "p_max": 1.0, "epochs": 60, "T": 10})
+_DIGITS = DatasetDefaults(train={"loss": "probs", "p_max": 1.0, "epochs": 60, "T": 10, "eval_runs": 10})
 DATASET_DEFAULTS: dict[str, DatasetDefaults] = {
     "digits": _DIGITS,
     **{name: _IMAGES_28 for name in ("mnist-5k", "mnist", "kmnist")},
@@ -109,10 +116,11 @@ GENERIC = _DIGITS
 full MNIST and Fashion-MNIST splits each chose on their validation splits — the probability loss and rate coding
 with ``p_max = 1.0`` (``experiments/defaults-digits.toml``; ``experiments/tune-mnist.toml`` and
 ``tune-fmnist.toml``: validation 97.17 / 84.10 % against 95.85 / 82.20 % with count loss and p_max 0.5, seed 0,
-3 epochs) — and digits' 60 epochs and T = 10 (``experiments/tune-digits-epochs.toml``, ``tune-digits-steps.toml``), the
-tuned dataset closest in kind: small images, the 128-wide hidden layer, fan-in lr scaling. Nothing was chosen on
-the datasets it applies to; ``experiments/checks-generalise-v4.toml`` measures it on USPS
-(``checks-generalise-v2.toml`` / ``-v3.toml``: the same check at 5 / 60 epochs and T = 5)."""
+3 epochs) — and digits' 60 epochs, T = 10 and 10 evaluation runs (``experiments/tune-digits-epochs.toml``,
+``tune-digits-steps.toml``), the tuned dataset closest in kind: small images, the 128-wide hidden layer, fan-in lr
+scaling. Nothing was chosen on the datasets it applies to; ``experiments/checks-generalise-v5.toml`` measures it on
+USPS (``checks-generalise-v2.toml`` / ``-v3.toml`` / ``-v4.toml``: the same check at 5 / 60 / 60 epochs, T = 5 / 5 /
+10, one evaluation run)."""
 
 
 def defaults_for(dataset: str) -> DatasetDefaults:

@@ -79,7 +79,7 @@ class LocalConfig:
     Attributes:
         estimator: ``exact``, ``shift`` (parameter shift + SPSA), ``chain`` (parameter shift + chain rule)
             or ``official`` (the reference recipe).
-        epochs, batch_size, T, p_max, seed, eval_batch_size: as in :class:`sqsnn.training.bptt.TrainConfig`.
+        epochs, batch_size, T, p_max, seed, eval_batch_size, eval_runs: as in :class:`sqsnn.training.bptt.TrainConfig`.
         lr: learning rate of the last layer; hidden layers use ``lr * hidden_lr_scale``.
         schedule: ``constant`` or ``cosine`` (both rates decay to 0 over all epochs' batches), as in
             :class:`sqsnn.training.bptt.TrainConfig`.
@@ -115,6 +115,7 @@ class LocalConfig:
     p_max: float = 0.5
     seed: int = 0
     eval_batch_size: int = 500
+    eval_runs: int = 1
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
@@ -125,7 +126,7 @@ class LocalConfig:
             raise ValueError(f"schedule must be 'constant' or 'cosine'; got {self.schedule!r}")
         if self.init not in ("network", "reference"):
             raise ValueError(f"init must be 'network' or 'reference'; got {self.init!r}")
-        for name in ("epochs", "batch_size", "samples", "directions", "T", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "samples", "directions", "T", "eval_batch_size", "eval_runs"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
         if self.shots < 0:

@@ -5,7 +5,8 @@ resume (optimiser moments, baselines). The loop owns everything else — shuffli
 evaluation, epoch selection, metrics, checkpoints and resumption — so that the two trainers behave
 identically there.
 
-Epoch selection: when the dataset has a validation split, it is evaluated after every epoch, the weights
+Epoch selection: when the dataset has a validation split, it is evaluated after every epoch (the mean
+single-shot accuracy of ``eval_runs`` runs of each sample), the weights
 of the epoch with the highest validation accuracy are kept (the first such epoch), and the test split is
 evaluated once, after the last epoch, with those weights. Without a validation split the test split is
 evaluated after every epoch and the last epoch's weights are kept.
@@ -81,6 +82,7 @@ class LoopSettings:
     T: int
     p_max: float
     eval_batch_size: int
+    eval_runs: int = 1
     runs_per_sample: int = 1
     loss: str = "counts"
     logit_scale: float = 5.0
@@ -89,8 +91,8 @@ class LoopSettings:
     @classmethod
     def of(cls, config: Any, **extra: Any) -> LoopSettings:
         """Settings from a trainer configuration (``epochs``, ``batch_size``, ``T``, ``p_max``,
-        ``eval_batch_size``) plus ``extra`` fields."""
-        names = ("epochs", "batch_size", "T", "p_max", "eval_batch_size")
+        ``eval_batch_size``, ``eval_runs``) plus ``extra`` fields."""
+        names = ("epochs", "batch_size", "T", "p_max", "eval_batch_size", "eval_runs")
         return cls(**{name: getattr(config, name) for name in names}, **extra)
 
 
@@ -184,7 +186,7 @@ def _snapshot(model: nn.Module) -> dict[str, Any]:
 def _evaluate_split(
     model: nn.Module, data: Dataset, split: str, settings: LoopSettings, generator: torch.Generator
 ) -> EvalResult:
-    """Single-shot evaluation on the ``val`` or ``test`` split."""
+    """Single-shot evaluation on the ``val`` or ``test`` split, ``settings.eval_runs`` runs averaged."""
     x, y = (data.x_val, data.y_val) if split == "val" else (data.x_test, data.y_test)
     assert x is not None and y is not None
     return evaluate(
@@ -198,6 +200,7 @@ def _evaluate_split(
         batch_size=settings.eval_batch_size,
         loss=settings.loss,  # type: ignore[arg-type]
         logit_scale=settings.logit_scale,
+        runs=settings.eval_runs,
     )
 
 

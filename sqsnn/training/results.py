@@ -46,7 +46,8 @@ class EpochMetrics:
 
 @dataclass
 class EvalResult:
-    """Accuracy, mean cross-entropy and per-layer spike rates of one evaluation pass."""
+    """Accuracy, mean cross-entropy and per-layer spike rates of one evaluation pass (over ``runs`` single-shot
+    runs of the split: figures averaged over runs; ``predictions (runs N,)``, run by run)."""
 
     accuracy: float
     loss: float
@@ -114,8 +115,19 @@ def evaluate(
     batch_size: int = 500,
     loss: Loss = "counts",
     logit_scale: float = 5.0,
+    runs: int = 1,
 ) -> EvalResult:
-    """Single-shot accuracy of ``model`` on ``x`` (``(N, D)`` static or ``(N, T, D)`` frames), labels ``y``."""
+    """Single-shot accuracy of ``model`` on ``x`` (``(N, D)`` static or ``(N, T, D)`` frames), labels ``y``.
+
+    Each sample is run ``runs`` times, each run a fresh single-shot forward pass (its own encoding and spike
+    draws); the figures are averages over the ``runs N`` passes, so ``accuracy`` is the mean of the runs'
+    single-shot accuracies: the same expectation as one run, with the readout's run-to-run variance divided by
+    ``runs``.
+    """
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1; got {runs}")
+    if runs > 1:
+        x, y = x.repeat(runs, *([1] * (x.dim() - 1))), y.repeat(runs)
     model.train(False)
     preds, losses, rates = [], [], []
     sizes = []

@@ -132,12 +132,18 @@ def test_local_rule_training_job(client, worker, train_body, wait_for) -> None:
     body = train_body(
         model={"hidden": [8]},
         dataset={"name": "digits", "limit_train": 64, "limit_test": 50},
-        training={"method": "local", "estimator": "chain", "epochs": 2, "batch_size": 16, "lr": 0.05},
+        training={"method": "local", "estimator": "chain", "epochs": 2, "batch_size": 16, "lr": 0.05, "eval_runs": 3},
     )
     job_id = client.post("/v1/jobs", json=body).json()["id"]
     job = wait_for(client, job_id, ("succeeded", "failed"))
     assert job["state"] == "succeeded", job["failure_reason"]
     assert [m["epoch"] for m in job["epochs"]] == [1, 2]
+    from workers.schemas.requests import TrainJobSpec
+    from workers.training import _trainer
+
+    assert _trainer(TrainJobSpec.model_validate(body))[1].eval_runs == 3  # the trainer evaluates 3 runs
+    r = client.post("/v1/jobs", json=train_body(training={"eval_runs": 0}))
+    assert r.status_code == 422 and r.json()["field"] == "body.train.training.eval_runs", r.text
     model_id = client.get(f"/v1/jobs/{job_id}/result").json()["result"]["model_id"]
     assert client.get(f"/v1/models/{model_id}").json()["config"]["training"]["estimator"] == "chain"
 

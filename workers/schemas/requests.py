@@ -131,6 +131,13 @@ class TrainingSpec(StrictModel):
     shots: int | None = Field(default=None, ge=0, le=100_000, description="local: shots per probability (0 = exact)")
     directions: int | None = Field(default=None, ge=1, le=64, description="local: SPSA directions K")
     spsa_step: float | None = Field(default=None, gt=0.0, le=1.0, description="local: SPSA step c")
+    eval_runs: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="single-shot runs of each validation / test sample per evaluation, accuracy averaged "
+        "(default: the trainer's, 1)",
+    )
 
     @model_validator(mode="after")
     def _local_options(self) -> TrainingSpec:
