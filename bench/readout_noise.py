@@ -11,11 +11,10 @@ independent input encodings and spike samples and prints, per model and T:
   would reach if the readout's sampling noise were averaged away;
 * the gap between the two, in points: the part of the error that is readout noise, not the learned function.
 
-Usage (the diagnosis behind digits' T = 10, ``experiments/tune-digits-steps.toml``; the figures quoted in the
-README came from this command, whose training matches the experiment runner's cells only with numba limited to
-one thread: without ``NUMBA_NUM_THREADS=1`` the same seed keeps another epoch)::
+Usage (the diagnosis behind digits' T = 10, ``experiments/tune-digits-steps.toml``; its training is the
+experiment runner's cell with the same settings, one thread)::
 
-    NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python bench/readout_noise.py --dataset digits --steps 5,10 --runs 20
+    python bench/readout_noise.py --dataset digits --steps 5,10 --runs 20
 """
 
 from __future__ import annotations
