@@ -213,9 +213,9 @@ def test_cli_takes_the_dataset_defaults_for_flags_not_given_and_says_so() -> Non
     result = runner.invoke(app, args, env={"COLUMNS": "300"})
     assert result.exit_code == 0, result.output
     flat = " ".join(result.output.split())
-    assert DATASET_DEFAULTS["digits"].train == {"loss": "probs", "p_max": 1.0, "epochs": 60, "T": 10, "eval_runs": 10}
+    assert DATASET_DEFAULTS["digits"].train == {"loss": "probs", "p_max": 1.0, "epochs": 60, "T": 20, "eval_runs": 10}
     assert "loss probs (digits default)" in flat and "p_max 1.0 (digits default)" in flat
-    assert "T 10 (digits default)" in flat and "eval_runs 10 (digits default)" in flat
+    assert "T 20 (digits default)" in flat and "eval_runs 10 (digits default)" in flat
     assert "epochs 1 (flag)" in flat and "lr 0.001 (default)" in flat
     assert "best validation accuracy" in flat and "test split was evaluated once" in flat
     result = runner.invoke(app, [*args, "--loss", "counts", "--val-fraction", "0"], env={"COLUMNS": "300"})
