@@ -170,7 +170,7 @@ def train(
         f"{net.num_parameters():,}",
     )
     console.print(table)
-    runs = f" (each sample in {config.eval_runs} single-shot runs, accuracy averaged)" if config.eval_runs > 1 else ""
+    runs = f", each in {config.eval_runs} single-shot runs, accuracy averaged" if config.eval_runs > 1 else ""
     if result.val_accuracy is not None:
         console.print(
             f"epoch {result.best_epoch} had the best validation accuracy ({data.x_val.shape[0]} samples held "  # type: ignore[union-attr]
