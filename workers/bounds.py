@@ -107,13 +107,22 @@ class TrainingPlan:
 
 
 def plan_training(
-    sizes: list[int], steps: int, batch: int, n_train: int, epochs: int, runs: int, settings: Settings
+    sizes: list[int],
+    steps: int,
+    batch: int,
+    n_train: int,
+    epochs: int,
+    runs: int,
+    settings: Settings,
+    evaluated: int = 0,
 ) -> TrainingPlan:
     """Memory and compute time of training a network of layer ``sizes`` (``[D, n_1, ..., n_L]``) for ``epochs``
     epochs on ``n_train`` samples in batches of ``batch`` at ``steps`` time steps, ``runs`` forward runs per
-    sample (the local rule's ``samples``; 1 for BPTT); :class:`WorkTooLarge` naming ``training.batch_size``
-    when a batch does not fit ``Settings.job_memory_bytes`` and ``training.epochs`` when the job would exceed
-    ``Settings.max_job_seconds``.
+    sample (the local rule's ``samples``; 1 for BPTT), evaluating ``evaluated`` samples after every epoch (the
+    held-out split times ``training.eval_runs``); :class:`WorkTooLarge` naming ``training.batch_size`` when a
+    batch does not fit ``Settings.job_memory_bytes`` and ``training.epochs`` when the job would exceed
+    ``Settings.max_job_seconds``. An evaluated sample is counted at a training sample's rate: an upper bound
+    for a forward pass alone.
 
     Cost model, measured on the engine's BPTT step (float64, one thread, load ~3; 784-H-10 with H = 100-4000,
     batch 32-256, T = 5-200): resident memory 475-1,180 MiB, within ``TRAIN_BASE_BYTES`` + parameters x 32 +
@@ -134,13 +143,14 @@ def plan_training(
             f"{peak / 2**30:.2f} GiB, more than the job memory limit SQSNN_JOB_MEMORY_BYTES="
             f"{settings.job_memory_bytes}; lower training.batch_size, encoder.T or the layer widths",
         )
-    per_sample = runs * steps * (synapses * TRAIN_SECONDS_PER_SYNAPSE + units * TRAIN_SECONDS_PER_UNIT)
-    seconds = epochs * n_train * per_sample
+    per_run = steps * (synapses * TRAIN_SECONDS_PER_SYNAPSE + units * TRAIN_SECONDS_PER_UNIT)
+    seconds = epochs * (n_train * runs + evaluated) * per_run
     if seconds > settings.max_job_seconds:
         raise WorkTooLarge(
             ("training", "epochs"),
             f"{epochs} epochs of {n_train} samples at T={steps} on a {'-'.join(map(str, sizes))} network would "
             f"take about {seconds:.0f} s, more than the job time limit SQSNN_MAX_JOB_SECONDS="
-            f"{settings.max_job_seconds:.0f}; lower training.epochs, dataset.limit_train or the layer widths",
+            f"{settings.max_job_seconds:.0f}; lower training.epochs, training.eval_runs, dataset.limit_train or the "
+            "layer widths",
         )
     return TrainingPlan(peak, seconds)

@@ -148,11 +148,12 @@ def _trainer(spec: TrainJobSpec) -> tuple[Callable[..., Any], Any]:
     return functools.partial(train_local, config=config), config
 
 
-def training_plan(spec: TrainJobSpec, settings: Any, n_train: int | None = None) -> Any:
+def training_plan(spec: TrainJobSpec, settings: Any, n_train: int | None = None, n_test: int | None = None) -> Any:
     """The memory and compute time of training job ``spec`` (``workers.bounds.TrainingPlan``) from its shape
-    alone, without loading the dataset: the registry's sizes (``n_train``: the loaded training side, when
-    known); raises ``workers.bounds.WorkTooLarge`` when over a limit. None when the dataset's size depends on
-    the files found (checked again by the worker once loaded)."""
+    alone, without loading the dataset: the registry's sizes (``n_train`` / ``n_test``: the loaded sides, when
+    known; the test split is evaluated after every epoch, ``training.eval_runs`` times); raises
+    ``workers.bounds.WorkTooLarge`` when over a limit. None when the dataset's size depends on the files found
+    (checked again by the worker once loaded)."""
     from sqsnn.datasets import list_datasets
     from workers.bounds import plan_training
 
@@ -162,13 +163,17 @@ def training_plan(spec: TrainJobSpec, settings: Any, n_train: int | None = None)
         return None
     if spec.dataset.limit_train is not None:
         n = min(n, spec.dataset.limit_train)
+    held = n_test if n_test is not None else info.n_test or 0
+    if spec.dataset.limit_test is not None:
+        held = min(held, spec.dataset.limit_test)
     _, config = _trainer(spec)
     width = info.image_shape[0] * info.image_shape[1]
     classes = len(spec.dataset.classes) if spec.dataset.classes else info.n_classes
     steps = info.steps if info.kind == "frames" and info.steps is not None else config.T
     runs = getattr(config, "samples", 1)
     sizes = [width, *spec.model.hidden, classes]
-    return plan_training(sizes, steps, config.batch_size, n, config.epochs, runs, settings)
+    evaluated = held * config.eval_runs
+    return plan_training(sizes, steps, config.batch_size, n, config.epochs, runs, settings, evaluated)
 
 
 def _load_data(spec: TrainJobSpec) -> Any:
@@ -388,7 +393,9 @@ def run_training(ctx: JobContext) -> None:
     spec = TrainJobSpec.model_validate(job.spec)
     ctx.substate("loading_data")
     data = _load_data(spec)
-    training_plan(spec, ctx.settings, len(data.y_train))  # WorkTooLarge (a ValueError) fails the job, naming why
+    training_plan(
+        spec, ctx.settings, len(data.y_train), len(data.y_test)
+    )  # WorkTooLarge (a ValueError) fails the job, naming why
     config = _network_config(spec, data)
     model = SQSNetwork(config)
     trainer, trainer_config = _trainer(spec)

@@ -126,12 +126,11 @@ def evaluate(
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1; got {runs}")
-    if runs > 1:
-        x, y = x.repeat(runs, *([1] * (x.dim() - 1))), y.repeat(runs)
     model.train(False)
     preds, losses, rates = [], [], []
     sizes = []
-    for start in range(0, len(y), batch_size):
+    # run by run, batch by batch: memory stays one batch's whatever the number of runs
+    for start in (s for _ in range(runs) for s in range(0, len(y), batch_size)):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         out = model(encode(xb, kind, T, p_max, generator), generator)
         preds.append(model.predict(out))
@@ -141,7 +140,7 @@ def evaluate(
     n = sum(sizes)
     predictions = torch.cat(preds)
     return EvalResult(
-        accuracy=float((predictions == y).double().mean()),
+        accuracy=float((predictions == y.repeat(runs)).double().mean()),
         loss=sum(losses) / n,
         spike_rates=[sum(col) / n for col in zip(*rates, strict=True)],
         predictions=predictions,

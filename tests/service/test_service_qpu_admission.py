@@ -216,6 +216,11 @@ def test_training_memory_and_time_are_checked_at_submit(settings) -> None:
             _refused(r, "body.training.batch_size", "SQSNN_JOB_MEMORY_BYTES=", "a batch of 4096 at T=100")
             r = client.post("/v1/jobs", json=_train_body("exact", model=wide, training={"epochs": 1000}))
             _refused(r, "body.training.epochs", "SQSNN_MAX_JOB_SECONDS=60", "1000 epochs of 32 samples")
+            # 100 epochs fit (about 10 s) until every test image is evaluated in 100 runs after each (about 220 s)
+            r = client.post(
+                "/v1/jobs", json=_train_body("exact", model=wide, training={"epochs": 100, "eval_runs": 100})
+            )
+            _refused(r, "body.training.epochs", "SQSNN_MAX_JOB_SECONDS=60", "training.eval_runs")
             r = client.post("/v1/jobs", json=_train_body("exact", training={"epochs": 2}))  # 64-4-2: fits
             assert r.status_code == 202, r.text
             assert client.post(f"/v1/jobs/{r.json()['id']}/cancel").status_code == 202

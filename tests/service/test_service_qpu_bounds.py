@@ -163,3 +163,6 @@ def test_training_that_does_not_fit_is_refused_naming_the_field_and_the_limit() 
     # the local rule's forward runs per sample multiply its time
     one, eight = (plan_training([784, 100, 10], 5, 32, 1000, 1, runs, small).seconds for runs in (1, 8))
     assert eight == pytest.approx(8 * one)
+    # so do the evaluated samples (held-out split x eval_runs), at a training sample's rate
+    evaluated = plan_training([784, 100, 10], 5, 32, 1000, 1, 1, small, evaluated=250 * 10).seconds
+    assert evaluated == pytest.approx(3.5 * one)
