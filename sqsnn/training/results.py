@@ -129,9 +129,11 @@ def evaluate(
     model.train(False)
     preds, losses, rates = [], [], []
     sizes = []
-    # run by run, batch by batch: memory stays one batch's whatever the number of runs
-    for start in (s for _ in range(runs) for s in range(0, len(y), batch_size)):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+    # batches of the split repeated ``runs`` times end to end (a batch may span two runs), gathered one batch
+    # at a time: memory stays one batch's whatever the number of runs
+    for start in range(0, runs * len(y), batch_size):
+        rows = torch.arange(start, min(start + batch_size, runs * len(y))) % len(y)
+        xb, yb = x[rows], y[rows]
         out = model(encode(xb, kind, T, p_max, generator), generator)
         preds.append(model.predict(out))
         losses.append(float(nn.functional.cross_entropy(logit_scale * output_rates(out, loss), yb)) * len(yb))
