@@ -62,6 +62,7 @@ from backends.braket_device import (
     queue_position,
 )
 from backends.braket_errors import provider_call
+from backends.braket_sdk import import_braket_sdk
 from backends.common import BaseBackend, LayerRequest
 from backends.compiler import LayerCircuit, chunk_bounds, decode_spikes
 from backends.options import BraketDeviceOptions, BraketOptions
@@ -109,6 +110,7 @@ class BraketBackend(BaseBackend):
     # --- device ----------------------------------------------------------------------------------------
     def device(self) -> Any:
         if self._device is None:
+            import_braket_sdk()
             if self.local:
                 from braket.devices import LocalSimulator
 
@@ -202,6 +204,7 @@ class BraketBackend(BaseBackend):
         return out
 
     def _submit(self, request: LayerRequest) -> SubmittedJob:
+        import_braket_sdk()
         from braket.ir.openqasm import Program
         from braket.program_sets import ProgramSet
 
@@ -373,6 +376,7 @@ class BraketBackend(BaseBackend):
             time.sleep(self.options.poll_interval_s)
 
     def _download(self, arn: str) -> list[np.ndarray]:
+        import_braket_sdk()
         from braket.aws import AwsQuantumTask
 
         with provider_call("GetQuantumTask result"):

@@ -15,6 +15,7 @@ from test_backends_reference import chi_square_pvalue, train_index
 from backends.base import BackendRefused
 from backends.braket import BraketBackend, task_groups
 from backends.braket_device import in_execution_window
+from backends.braket_sdk import import_braket_sdk
 from backends.compiler import compile_layer
 from backends.options import BraketOptions
 from backends.qasm import simulator_qasm
@@ -49,6 +50,7 @@ def test_braket_local_sv_joint_distribution_matches_engine(layout: str) -> None:
 
 
 def test_braket_local_batch_decodes_known_spikes_and_simulator_qasm_runs() -> None:
+    import_braket_sdk()
     from braket.devices import LocalSimulator
     from braket.ir.openqasm import Program
 

@@ -1,0 +1,31 @@
+"""Importing the Braket SDK without its side effect on numba.
+
+Nearly every module of the Braket SDK (``braket.aws``, ``braket.devices``, ``braket.circuits``,
+``braket.program_sets``) imports ``braket.default_simulator``, whose ``linalg_utils`` rewrites numba's
+process-wide configuration on import (amazon-braket-default-simulator 1.40-1.41: threading layer
+``workqueue``, ``NUMBA_NUM_THREADS = -1``, ``NUMBA_CPU_NAME = "native"``, ``NUMBA_OPT = 3`` and more). In a
+process that also runs the engine's kernels (a worker, the test suite) the next kernel compiled after numba's
+threads were launched then fails with "Cannot set NUMBA_NUM_THREADS to a different value once the threads
+have been launched", and kernels launched first would run on the workqueue layer, which is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numba
+
+
+@functools.cache
+def import_braket_sdk() -> None:
+    """Import the Braket SDK (once per process) and put numba's settings back as they were (changed ones
+    restored, added ones removed); call it before any ``from braket... import``. Braket's own numba
+    functions then compile under the process's settings, with the same results."""
+    before = {name: value for name, value in vars(numba.config).items() if name.isupper()}
+    import braket.devices  # noqa: F401  (pulls in braket.default_simulator)
+
+    for name in [name for name in vars(numba.config) if name.isupper() and name not in before]:
+        delattr(numba.config, name)
+    for name, value in before.items():
+        if getattr(numba.config, name) != value:
+            setattr(numba.config, name, value)
