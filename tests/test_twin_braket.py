@@ -15,6 +15,7 @@ from test_backends_reference import chi_square_pvalue, train_index
 
 from backends.base import BackendUnavailable, LayerResult, ProviderError
 from backends.braket import BraketBackend
+from backends.braket_sdk import import_braket_sdk
 from backends.options import BraketOptions
 from tests.twins.braket import (
     ACCOUNT_ID,
@@ -48,8 +49,8 @@ def assert_clean(text: str) -> None:
 
 
 def test_qpu_twin_spike_distribution_matches_engine(braket_twin: BraketTwin) -> None:
-    # The twin samples with Braket's simulator, which takes no seed: with two checks at p > 1e-5 each, a
-    # correct backend fails with probability 2e-5; a wrong angle or bit order gives p ~ 0 at 2000 shots.
+    # The twin's draw is seeded (fixed outcome); two checks at p > 1e-5 each pass a correct backend on all but
+    # 2e-5 of seeds, while a wrong angle or bit order gives p ~ 0 at 2000 shots.
     rng = np.random.default_rng(8)
     T, n = 3, 2
     z = rng.uniform(-0.5, 1.0, size=(T, 1, n))
@@ -63,6 +64,29 @@ def test_qpu_twin_spike_distribution_matches_engine(braket_twin: BraketTwin) -> 
     assert braket_twin.create_calls == 1
     assert res.calibration is not None and res.calibration["calibrated_at"] == "2026-11-01T06:00:00"
     assert "0" in res.calibration["standardized"]["oneQubitProperties"]
+
+
+def test_sampling_is_seeded_by_the_tasks_content_and_repeat(
+    braket_twin: BraketTwin, braket_s3: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh twin with the same seed replays a sequence of submissions shot for shot; a repeated task and a
+    twin with another seed draw afresh (spike probabilities 0.2-0.8 over 48 spikes: a chance match of two
+    independent draws has probability below 0.68^48 = 1e-8)."""
+    rng = np.random.default_rng(3)
+    z = rng.uniform(0.2, 0.8, size=(3, 8, 2))
+    ang = np.zeros((3, 2))
+    first, repeat = (braket(SIM_ARN).run_layer(z, ang).single_shot for _ in range(2))
+    assert not np.array_equal(first, repeat)
+    draws = []
+    for seed in (braket_twin.seed, braket_twin.seed + 1):
+        twin = BraketTwin(braket_s3, seed=seed).start()
+        for key, value in twin.env().items():
+            monkeypatch.setenv(key, value)
+        draws.append([braket(SIM_ARN).run_layer(z, ang).single_shot for _ in range(2)])
+        twin.stop()
+    np.testing.assert_array_equal(draws[0][0], first)
+    np.testing.assert_array_equal(draws[0][1], repeat)
+    assert not np.array_equal(draws[1][0], first)
 
 
 @pytest.mark.parametrize("program_sets", [True, False])
@@ -270,6 +294,7 @@ def test_network_by_name_submits_as_many_tasks_as_estimated(braket_twin: BraketT
 
 
 def test_device_search_sees_the_twin_devices_and_their_status(braket_twin: BraketTwin) -> None:
+    import_braket_sdk()
     from braket.aws import AwsDevice
 
     assert {d.arn for d in AwsDevice.get_devices(statuses=["ONLINE"])} == {SIM_ARN, DM_ARN, QPU_ARN}

@@ -166,8 +166,10 @@ def test_local_training_on_the_braket_twin(client, served, twins: Twins, twin_wo
         f"{result['backend_test_accuracy']:.3f} (on the twin); {result['shots']} shots, {len(tasks)} tasks, "
         f"{wall:.0f} s"
     )
-    # measured 0.825-0.900 over three runs (the twin's sampling is not seeded; target 0.9, met by the IBM test
-    # above): here the bound is "learned": a chance-level network reaches 28 of 40 with probability 0.8 %
+    # The twin's sampling is seeded, so this job reaches the same figure on every run: 0.750 (exact engine),
+    # 0.700 (on the twin). The bound is "learned": a chance-level network reaches 28 of 40 with probability
+    # 0.8 %. The same job over 20 forward-sampling seeds on the exact backend (a hand-run script) reached
+    # 0.87 on average, 0.575-0.975, one of the 20 below 0.7: this seed lies in the lower part of that spread.
     assert result["test_accuracy"] >= 0.7
 
 

@@ -1,13 +1,15 @@
 """Amazon Braket twin: a loopback HTTP server speaking the Braket REST calls of ``AwsDevice`` / ``AwsQuantumTask``
 (GetDevice, SearchDevices, CreateQuantumTask, GetQuantumTask with QueueInfo, CancelQuantumTask).
 
-Tasks run on Braket's own ``StateVectorSimulator`` (``DensityMatrixSimulator`` for :data:`DM_ARN`); their
-results are written to S3 (a moto server, reached by the same boto3 clients) in Braket's result schema
-(``GateModelTaskResult`` or ``ProgramSetTaskResult``) under ``<outputS3KeyPrefix>/<task uuid>/results.json``,
-as the service does. Devices served: :data:`SIM_ARN` and :data:`DM_ARN` (SV1/DM1-like simulators,
-capabilities of the local simulators, program sets included) and :data:`QPU_ARN` (a gate-based QPU in the
-device-schema format, without reset or readable mid-circuit results, with program-set limits and
-standardized calibration data).
+Tasks run on Braket's own ``StateVectorSimulator`` (``DensityMatrixSimulator`` for :data:`DM_ARN`), seeded per task
+from the twin's ``seed``, the task's content (device, shots, action) and how many earlier tasks had that same
+content: a repeated sequence of submissions draws the same shots on every run (whatever the order of unrelated
+tasks in between), a repeated task draws afresh. Their results are written to S3 (a moto server, reached by the
+same boto3 clients) in Braket's result schema (``GateModelTaskResult`` or ``ProgramSetTaskResult``) under
+``<outputS3KeyPrefix>/<task uuid>/results.json``, as the service does. Devices served: :data:`SIM_ARN` and
+:data:`DM_ARN` (SV1/DM1-like simulators, capabilities of the local simulators, program sets included) and
+:data:`QPU_ARN` (a gate-based QPU in the device-schema format, without reset or readable mid-circuit results,
+with program-set limits and standardized calibration data).
 
 Scripted per test: device status (:meth:`BraketTwin.set_status`), queue delay and holding tasks in the queue
 (``queue_delay_s``, ``hold`` + :meth:`release`), the fate of the next tasks (:class:`TaskPlan`: FAILED with a
@@ -20,6 +22,7 @@ Requests signed with an access key id other than :data:`ACCESS_KEY_ID` get ``Unr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -33,6 +36,9 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import boto3
+import numpy as np
+
+from backends.braket_sdk import import_braket_sdk
 
 ACCOUNT_ID = "123456789012"  # moto's default account, so STS GetCallerIdentity agrees
 REGION = "us-east-1"
@@ -108,6 +114,7 @@ class TwinTask:
     plan: TaskPlan | None
     executables: int
     programs: int
+    seed: int  # the simulator's sampling seed
     status: str = "QUEUED"
     created_at: str = field(default_factory=lambda: _now())
     queued_at: float = field(default_factory=time.monotonic)
@@ -153,6 +160,7 @@ def _now() -> str:
 
 def simulator_capabilities(backend: Literal["braket_sv", "braket_dm"] = "braket_sv") -> dict[str, Any]:
     """A local simulator's capabilities (program sets included), as SV1 / DM1 publish theirs."""
+    import_braket_sdk()
     from braket.devices import LocalSimulator
 
     caps: dict[str, Any] = json.loads(LocalSimulator(backend).properties.json())
@@ -237,8 +245,8 @@ def qpu_capabilities(
 class BraketTwin:
     """The twin: devices, tasks, faults and the HTTP server (start with :meth:`start`, stop with :meth:`stop`)."""
 
-    def __init__(self, s3_endpoint: str) -> None:
-        self.s3_endpoint = s3_endpoint
+    def __init__(self, s3_endpoint: str, seed: int = 1234) -> None:
+        self.s3_endpoint, self.seed = s3_endpoint, seed
         self.devices: dict[str, TwinDevice] = {
             SIM_ARN: TwinDevice(SIM_ARN, "SV1", "Amazon Braket", "SIMULATOR", simulator_capabilities()),
             DM_ARN: TwinDevice(DM_ARN, "DM1", "Amazon Braket", "SIMULATOR", simulator_capabilities("braket_dm")),
@@ -254,6 +262,7 @@ class BraketTwin:
         self.cancel_calls: dict[str, int] = {}  # CancelQuantumTask requests accepted, per task ARN
         self.requests: list[tuple[str, str]] = []  # (operation, path) of every request served or faulted
         self._tokens: dict[str, str] = {}
+        self._repeats: dict[bytes, int] = {}  # tasks created so far per content digest
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._stopping = False
@@ -414,6 +423,8 @@ class BraketTwin:
                     raise ApiError(400, "ValidationException", "Shots must be divisible by the executables.")
             task_id = str(uuid.uuid4())
             arn = f"arn:aws:braket:{REGION}:{ACCOUNT_ID}:quantum-task/{task_id}"
+            digest = hashlib.sha256(f"{device.arn}\n{shots}\n{body['action']}".encode()).digest()
+            repeat = self._repeats[digest] = self._repeats.get(digest, -1) + 1
             task = TwinTask(
                 arn=arn,
                 device_arn=device.arn,
@@ -428,6 +439,7 @@ class BraketTwin:
                 plan=self.plans.popleft() if self.plans else None,
                 executables=executables,
                 programs=programs,
+                seed=int.from_bytes(hashlib.sha256(digest + f"{self.seed}/{repeat}".encode()).digest()[:8], "big"),
             )
             self.tasks[arn] = task
             self._tokens[token] = arn
@@ -508,10 +520,9 @@ class BraketTwin:
             task.status = "COMPLETED"
 
     def _simulate(self, task: TwinTask) -> str:
-        from braket.default_simulator import DensityMatrixSimulator, StateVectorSimulator
         from braket.schema_common import BraketSchemaBase
 
-        simulator = DensityMatrixSimulator() if task.device_arn == DM_ARN else StateVectorSimulator()
+        simulator = _seeded_simulator(task.device_arn == DM_ARN, np.random.default_rng(task.seed))
         result = simulator.run(BraketSchemaBase.parse_raw_schema(task.action), shots=task.shots)
         metadata = result.taskMetadata
         metadata.id, metadata.deviceId = task.arn, task.device_arn
@@ -519,6 +530,26 @@ class BraketTwin:
 
     def _put_result(self, task: TwinTask, body: str) -> None:
         self._s3.put_object(Bucket=task.bucket, Key=f"{task.directory}/results.json", Body=body.encode())
+
+
+def _seeded_simulator(density_matrix: bool, rng: np.random.Generator) -> Any:
+    """Braket's ``DensityMatrixSimulator`` / ``StateVectorSimulator`` drawing every shot (mid-circuit branches
+    included) from ``rng``. Their simulations take no seed: each creates a fresh ``default_rng()`` as
+    ``_rng_generator``, which this replaces; a release that renames it fails here rather than going unseeded."""
+    import_braket_sdk()
+    from braket.default_simulator import DensityMatrixSimulator, StateVectorSimulator
+
+    base: Any = DensityMatrixSimulator if density_matrix else StateVectorSimulator
+
+    class Seeded(base):  # type: ignore[misc,valid-type]
+        def initialize_simulation(self, **kwargs: Any) -> Any:
+            simulation = super().initialize_simulation(**kwargs)
+            if not hasattr(simulation, "_rng_generator"):
+                raise RuntimeError(f"{type(simulation).__name__} no longer draws from _rng_generator: reseed the twin")
+            simulation._rng_generator = rng
+            return simulation
+
+    return Seeded()
 
 
 class ApiError(Exception):
