@@ -430,6 +430,10 @@ def test_combined_report_renders_sample_counts_rate_penalty_and_matched_lif_sect
         append_rows(folder / CELLS, CELL_COLUMNS, rows)
     stopped = _cell_row(config, "K1", "sqsnn", "quantum", "local", 2, test_accuracy="nan", status="budget", epochs=0)
     append_rows(other_local / CELLS, CELL_COLUMNS, [stopped])  # stopped before its first epoch: not evaluated
+    # K5 S10's seed 1 stopped by its budget in another folder, then re-run to its end above: left out of the counts
+    rerun = tmp_path / "local-stopped"
+    cut = _cell_row(config, "K5 S10", "sqsnn", "quantum", "local", 1, test_accuracy=0.1, status="budget")
+    append_rows(rerun / CELLS, CELL_COLUMNS, [cut])
     rows = [
         _cell_row(config, "S0", "sqsnn", "quantum", "bptt", s, test_accuracy=0.9, spike_rates="0.3;0.1") for s in (0, 1)
     ]
@@ -440,7 +444,7 @@ def test_combined_report_renders_sample_counts_rate_penalty_and_matched_lif_sect
 
     with pytest.raises(ValueError, match="output"):
         report([local, bptt])
-    out = report([local, other_local, bptt], tmp_path / "docs" / "all.md")
+    out = report([local, other_local, rerun, bptt], tmp_path / "docs" / "all.md")
     text = out.read_text()
     counts = text.split("## Local-rule sample counts")[1].split("## ")[0]
     assert (
@@ -452,6 +456,8 @@ def test_combined_report_renders_sample_counts_rate_penalty_and_matched_lif_sect
     assert "| 60.00 ± 0.00 † | 0, 1, 2 |" in text.split("## ")[0]  # main table: † marks the budget stop
     assert "| 0, 1 | 17 | – | 5.00 | 10.0 |" in counts  # 1 + 6 shifted + 2 K = 17 evaluations; 10 s over 2 epochs
     assert "| 0, 1, 2 | 9 | – |" in counts and "| 0, 1 | 17 | 170 |" in counts
+    assert "| 70.00 ± 0.00 | 0, 1 | 17 | 170 |" in counts  # the re-run seed's stopped cell (10 %) left out
+    assert "| 10.00 ± 0.00 † | 1 |" in text.split("## ")[0]  # ... but listed, marked, in the main table
     penalty = text.split("## Spike-rate penalty")[1].split("## ")[0]
     mean_rate = (4 * 0.3 + 10 * 0.1) / 14
     assert f"| digits | SQSNN quantum | 64-4-10 | 0 | 50.00 ± 0.00 | 90.00 ± 0.00 | {mean_rate:.4f} |" in penalty

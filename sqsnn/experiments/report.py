@@ -230,7 +230,8 @@ def _counts_of(train: dict[str, Any]) -> tuple[int, int, int]:
 def _sample_counts(groups: Groups, specs: _Specs, figure_dir: Path | None) -> tuple[list[str], list[Path]]:
     """Accuracy and cost of the local rule against its sample counts (M, K, S), for every setting (dataset,
     sizes, estimator, memory mode, synapse layout and every other network and training option; cells of
-    several results directories combine) that ran more than one combination.
+    several results directories combine; a cell stopped by its time budget only where its seed has no complete
+    cell of that setting and counts) that ran more than one combination.
 
     Figures (one per setting, in ``figure_dir`` when given): one panel per count that varies, showing the
     cells whose other two counts sit at their most common values — test accuracy (mean ± std) and
@@ -247,6 +248,9 @@ def _sample_counts(groups: Groups, specs: _Specs, figure_dir: Path | None) -> tu
             others = specs.options(first, leave_out=COUNTS)
             setting = (dataset, first["sizes"], first["estimator"], mode, first["direct"], others)
             by_setting[setting][counts].extend(rows)
+    for by_counts in by_setting.values():
+        for counts, rows in by_counts.items():
+            by_counts[counts] = _complete_where_rerun(rows)
     settings = {k: v for k, v in sorted(by_setting.items()) if len(v) > 1}
     if not settings:
         return [], []
@@ -257,7 +261,8 @@ def _sample_counts(groups: Groups, specs: _Specs, figure_dir: Path | None) -> tu
         "training sample, K SPSA directions per weight-gradient estimate (estimators `shift` and `official`), "
         "S shots per probability estimate (0: exact probabilities). Cost: probability evaluations (circuits "
         "on hardware) per training sample, neuron and step, times S shots on hardware; and the measured seconds "
-        "per training epoch on the exact simulator (a shared 2-core machine: other jobs' load moves it).",
+        "per training epoch on the exact simulator (a shared 2-core machine: other jobs' load moves it). A cell "
+        "stopped by its time budget is left out where its seed was re-run to the end of the same configuration.",
         "",
         "| Dataset | Layer sizes | Training | Memory | M | K | S | Val accuracy (%) | Test accuracy (%) | Seeds | "
         "Evaluations / sample·neuron·step | Shots / sample·neuron·step | s / epoch | s / cell |",
@@ -281,6 +286,14 @@ def _sample_counts(groups: Groups, specs: _Specs, figure_dir: Path | None) -> tu
             _counts_figure(path, f"{dataset} {_training(next(iter(by_counts.values()))[0])}, {mode}", by_counts)
             paths.append(path)
     return [*lines, ""], paths
+
+
+def _complete_where_rerun(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The cells of one setting and sample counts, less each cell its time budget stopped whose seed also has a
+    complete cell (the same configuration re-run to its end): a stopped cell's accuracy is that of fewer
+    epochs than configured. The main table still lists them, marked."""
+    complete = {r["seed"] for r in rows if r["status"] != "budget"}
+    return [r for r in rows if r["status"] != "budget" or r["seed"] not in complete]
 
 
 def probability_evaluations(estimator: str, samples: int, directions: int) -> int | None:
