@@ -4,9 +4,11 @@ Nearly every module of the Braket SDK (``braket.aws``, ``braket.devices``, ``bra
 ``braket.program_sets``) imports ``braket.default_simulator``, whose ``linalg_utils`` rewrites numba's
 process-wide configuration on import (amazon-braket-default-simulator 1.40-1.41: threading layer
 ``workqueue``, ``NUMBA_NUM_THREADS = -1``, ``NUMBA_CPU_NAME = "native"``, ``NUMBA_OPT = 3`` and more). In a
-process that also runs the engine's kernels (a worker, the test suite) the next kernel compiled after numba's
-threads were launched then fails with "Cannot set NUMBA_NUM_THREADS to a different value once the threads
-have been launched", and kernels launched first would run on the workqueue layer, which is not thread-safe.
+process that also runs the engine's kernels (a worker, the test suite) those settings stay in force: kernels
+first launched after the import run on the workqueue layer, which is not thread-safe, and when a ``NUMBA_``
+environment variable changed after numba's import (``sqsnn.cpu_target`` sets ``NUMBA_CPU_FEATURES`` on
+AVX-512 hosts, where numba was imported before sqsnn), the next compilation re-reads the configuration and
+fails with "Cannot set NUMBA_NUM_THREADS to a different value once the threads have been launched".
 """
 
 from __future__ import annotations
