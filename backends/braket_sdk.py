@@ -14,8 +14,14 @@ fails with "Cannot set NUMBA_NUM_THREADS to a different value once the threads h
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numba
+
+
+def numba_settings() -> dict[str, Any]:
+    """numba's process-wide configuration: the upper-case attributes of ``numba.config`` by name."""
+    return {name: value for name, value in vars(numba.config).items() if name.isupper()}
 
 
 @functools.cache
@@ -23,11 +29,12 @@ def import_braket_sdk() -> None:
     """Import the Braket SDK (once per process) and put numba's settings back as they were (changed ones
     restored, added ones removed); call it before any ``from braket... import``. Braket's own numba
     functions then compile under the process's settings, with the same results."""
-    before = {name: value for name, value in vars(numba.config).items() if name.isupper()}
+    before = numba_settings()
     import braket.devices  # noqa: F401  (pulls in braket.default_simulator)
 
-    for name in [name for name in vars(numba.config) if name.isupper() and name not in before]:
+    after = numba_settings()
+    for name in after.keys() - before.keys():
         delattr(numba.config, name)
     for name, value in before.items():
-        if getattr(numba.config, name) != value:
+        if after.get(name) != value:
             setattr(numba.config, name, value)

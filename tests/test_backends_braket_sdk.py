@@ -17,8 +17,7 @@ import pytest
 
 PROBE = """
 import os, sys, numba, torch
-def settings():
-    return {name: value for name, value in vars(numba.config).items() if name.isupper()}
+from backends.braket_sdk import numba_settings as settings  # imports numba only, not the SDK
 features = os.environ.get("NUMBA_CPU_FEATURES")
 from sqsnn import kernels
 kernels.draw_uniforms((2, 1000), torch.Generator().manual_seed(0), torch.float32)  # launches numba's threads
